@@ -1,0 +1,26 @@
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: install lint test test-slow bench demo
+
+install:
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev,reference]'
+
+lint:
+	$(VENV)/bin/ruff check src tests benchmarks examples
+	$(VENV)/bin/ruff format --check src tests benchmarks examples
+	$(VENV)/bin/mypy
+
+test:
+	$(PY) -m pytest -q
+
+test-slow:
+	$(PY) -m pytest -q -m slow
+
+bench:
+	$(PY) -m pytest benchmarks --benchmark-only --benchmark-columns=min,median,mean,rounds
+
+demo:
+	$(PY) examples/demo_trace.py

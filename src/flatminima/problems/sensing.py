@@ -1,0 +1,130 @@
+"""Matrix sensing models: Gaussian, bilinear (rank-one projections) and matrix completion."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+
+import torch
+
+from flatminima.errors import InputDataError
+from flatminima._checks import check_int_in_range, check_real, check_shape_pair
+from flatminima.operators import BilinearOperator, DenseOperator, EntryMask
+from flatminima.problems.base import Instance, Problem, add_noise, gaussian, low_rank_ground_truth
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _LowRankModel(Problem):
+    """Shared fields and validation of the low-rank matrix models."""
+
+    shape: tuple[int, int]
+    rank: int
+    noise_std: float = 0.0
+    ground_truth_norm: float = 1.0
+
+    def __post_init__(self) -> None:
+        d1, d2 = check_shape_pair("shape", self.shape)
+        object.__setattr__(self, "shape", (d1, d2))
+        check_int_in_range("rank", self.rank, low=1, high=min(d1, d2), high_name="min(d1, d2)")
+        check_real("noise_std", self.noise_std, low=0.0)
+        check_real("ground_truth_norm", self.ground_truth_norm, low=0.0, low_open=True)
+
+    def _truth(self, generator: torch.Generator) -> torch.Tensor:
+        d1, d2 = self.shape
+        return low_rank_ground_truth(d1, d2, self.rank, norm=self.ground_truth_norm, generator=generator)
+
+    def _metadata(self) -> dict[str, typing.Any]:
+        return {"problem": self.name, **dataclasses.asdict(self)}
+
+
+@typing.final
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MatrixSensing(_LowRankModel):
+    """b_l = <A_l, M> + noise_std e_l with Gaussian A_l (i.i.d. N(0, 1) entries) and rank-r M, ||M||_F = 1.
+
+    Example:
+        >>> inst = MatrixSensing(shape=(8, 8), rank=2, num_measurements=60).sample(
+        ...     generator=torch.Generator().manual_seed(0))
+        >>> inst.observations.shape
+        torch.Size([60])
+
+    References:
+        Ding et al. (2024), Section 4 (Theorem 4.10); Recht, Fazel, Parrilo (2010).
+    """
+
+    name: typing.ClassVar[str] = "matrix_sensing"
+    num_measurements: int
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_int_in_range("num_measurements", self.num_measurements, low=1)
+
+    def _sample(self, generator: torch.Generator) -> Instance:
+        M = self._truth(generator)
+        operator = DenseOperator(gaussian(self.num_measurements, *self.shape, generator=generator))
+        b, noise = add_noise(operator.apply(M), self.noise_std, generator=generator)
+        return Instance(M, operator, b, self.name, {"noise": noise}, self._metadata())
+
+
+@typing.final
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BilinearSensing(_LowRankModel):
+    """b_l = a_l^T M b_l + noise_std e_l with Gaussian a_l, b_l (rank-one projections); A never materialized.
+
+    References:
+        Ding et al. (2024), Section 4 (Theorem 4.11); Cai and Zhang (2015).
+    """
+
+    name: typing.ClassVar[str] = "bilinear_sensing"
+    num_measurements: int
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_int_in_range("num_measurements", self.num_measurements, low=1)
+
+    def _sample(self, generator: torch.Generator) -> Instance:
+        M = self._truth(generator)
+        d1, d2 = self.shape
+        a = gaussian(self.num_measurements, d1, generator=generator)
+        b_vectors = gaussian(self.num_measurements, d2, generator=generator)
+        operator = BilinearOperator(a, b_vectors)
+        b, noise = add_noise(operator.apply(M), self.noise_std, generator=generator)
+        return Instance(M, operator, b, self.name, {"noise": noise}, self._metadata())
+
+
+@typing.final
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class MatrixCompletion(_LowRankModel):
+    """Observe each entry of M independently with probability p (Bernoulli mask), plus optional noise.
+
+    The instance's metadata lists ``empty_rows`` and ``empty_columns`` (unobserved lines make D1 or D2
+    singular; they are reported, never dropped). The operator is an :class:`EntryMask` whose m is the
+    number of observed entries.
+
+    References:
+        Ding et al. (2024), Section 5; Candès and Recht (2009).
+    """
+
+    name: typing.ClassVar[str] = "matrix_completion"
+    probability: float
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_real("probability", self.probability, low=0.0, high=1.0, low_open=True)
+
+    def _sample(self, generator: torch.Generator) -> Instance:
+        M = self._truth(generator)
+        mask = torch.rand(*self.shape, generator=generator, dtype=torch.float64) < self.probability
+        if not bool(mask.any()):
+            raise InputDataError(
+                f"the Bernoulli mask observed no entry at probability={self.probability} and shape="
+                f"{self.shape}; increase probability."
+            )
+        operator = EntryMask.from_mask(mask)
+        b, noise = add_noise(operator.apply(M), self.noise_std, generator=generator)
+        metadata = {
+            **self._metadata(),
+            "empty_rows": operator.empty_rows(),
+            "empty_columns": operator.empty_columns(),
+        }
+        return Instance(M, operator, b, self.name, {"noise": noise}, metadata)
