@@ -5,8 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 
-torch.set_default_dtype(torch.float64)
-
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]
 
 

@@ -1,4 +1,4 @@
-"""flatminima: the science of flat minima — do flat minima generalize, and which algorithms find them?
+"""flatminima: a toolkit for the science of flat minima (do they generalize, which algorithms find them).
 
 Layers (data flows one way): ``operators`` -> ``problems`` -> ``objectives`` -> {``curvature``,
 ``solvers``} -> ``experiments`` -> ``cli``. Heavy optional dependencies are imported lazily.

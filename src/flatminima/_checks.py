@@ -76,7 +76,7 @@ def check_tensor(
     shape: Sequence[int | None] | None = None,
     finite: bool = True,
 ) -> torch.Tensor:
-    """Return ``value`` if it is a floating tensor of the given shape (``None`` = any size) with finite entries."""
+    """Return ``value`` if it is a floating tensor of the given shape (``None``: any size), entries finite."""
     if not isinstance(value, torch.Tensor):
         raise InputTypeError(f"{name} must be a torch.Tensor; got {type(value).__name__}.")
     if not value.is_floating_point():
@@ -88,9 +88,15 @@ def check_tensor(
         if not ok:
             wanted = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
             raise InputDataError(f"{name} must have shape {wanted}; got {name}.shape={tuple(value.shape)}.")
-    if finite and not bool(torch.isfinite(value).all()):
+    if finite and not all_finite(value):
         raise InputDataError(f"{name} must have finite entries; got NaN or inf in {name}.")
     return value
+
+
+def all_finite(value: torch.Tensor, *, chunk_size: int = 1 << 20) -> bool:
+    """True iff every entry is finite; checks in chunks so large tensors need no tensor-sized temporary."""
+    flat = value.reshape(-1)
+    return all(bool(torch.isfinite(chunk).all()) for chunk in flat.split(chunk_size))
 
 
 def check_same_dtype_device(**tensors: torch.Tensor) -> tuple[torch.dtype, torch.device]:
@@ -113,7 +119,7 @@ def check_same_dtype_device(**tensors: torch.Tensor) -> tuple[torch.dtype, torch
 
 
 def check_generator(name: str, value: Any) -> torch.Generator:
-    """Return ``value`` if it is a ``torch.Generator``; a stochastic function never falls back to the global RNG."""
+    """Return ``value`` if it is a ``torch.Generator`` (stochastic code never uses the global RNG)."""
     if not isinstance(value, torch.Generator):
         raise InputTypeError(
             f"{name} must be a torch.Generator (e.g. torch.Generator().manual_seed(0)); "

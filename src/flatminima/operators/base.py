@@ -131,7 +131,6 @@ class MeasurementOperator(abc.ABC):
 
     def _dense_chunks(self, chunk_size: int = 256) -> list[torch.Tensor]:
         """The sensing matrices A_l as dense (c, d1, d2) chunks (used only by generic fallbacks)."""
-        d1, d2 = self.shape_in
         m = self.num_measurements
         eye = torch.eye(m, dtype=self.dtype, device=self.device)
         return [self._adjoint(eye[start : start + chunk_size]) for start in range(0, m, chunk_size)]
@@ -171,7 +170,7 @@ class MeasurementOperator(abc.ABC):
         return D1_sq.diagonal().clamp_min(0).sqrt(), D2_sq.diagonal().clamp_min(0).sqrt()
 
     def rescaling_condition_number(self) -> float:
-        """Return kappa = alpha2 / alpha1 for the tightest alpha1 I <= D1, D2 <= alpha2 I (inf if singular)."""
+        """Return kappa = alpha2 / alpha1, tightest with alpha1 I <= D1, D2 <= alpha2 I (inf if singular)."""
         D1_sq, D2_sq = self.rescaling_squares()
         eigenvalues = torch.cat([torch.linalg.eigvalsh(D1_sq), torch.linalg.eigvalsh(D2_sq)])
         low, high = float(eigenvalues.min()), float(eigenvalues.max())

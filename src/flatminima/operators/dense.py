@@ -41,7 +41,7 @@ class DenseOperator(MeasurementOperator):
 
     @property
     def num_measurements(self) -> int:
-        """m."""
+        """M."""
         return int(self.matrices.shape[0])
 
     def _tensors(self) -> dict[str, torch.Tensor]:

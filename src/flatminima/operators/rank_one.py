@@ -6,6 +6,7 @@ O(m (d1 + d2) k) and the rescaling build O(m (d1^2 + d2^2)).
 
 from __future__ import annotations
 
+import typing
 from typing import Self
 
 import torch
@@ -13,6 +14,9 @@ import torch
 from flatminima._checks import check_tensor
 from flatminima.errors import InputDataError
 from flatminima.operators.base import MeasurementOperator
+
+#: measurements processed at once by the dense-input paths, bounding temporaries to _CHUNK x max(d1, d2).
+_CHUNK = 1024
 
 
 class BilinearOperator(MeasurementOperator):
@@ -45,7 +49,7 @@ class BilinearOperator(MeasurementOperator):
 
     @property
     def num_measurements(self) -> int:
-        """m."""
+        """M."""
         return int(self.left.shape[0])
 
     def _tensors(self) -> dict[str, torch.Tensor]:
@@ -55,10 +59,21 @@ class BilinearOperator(MeasurementOperator):
         return type(self)(tensors["left"], tensors["right"])
 
     def _apply(self, X: torch.Tensor) -> torch.Tensor:
-        return ((self.left @ X) * self.right).sum(-1)
+        return torch.cat(
+            [
+                ((a @ X) * b).sum(-1)
+                for a, b in zip(self.left.split(_CHUNK), self.right.split(_CHUNK), strict=True)
+            ],
+            dim=-1,
+        )
 
     def _adjoint(self, y: torch.Tensor) -> torch.Tensor:
-        return (self.left * y.unsqueeze(-1)).mT @ self.right
+        out = None
+        for start in range(0, self.num_measurements, _CHUNK):
+            a, b = self.left[start : start + _CHUNK], self.right[start : start + _CHUNK]
+            term = (a * y[..., start : start + _CHUNK].unsqueeze(-1)).mT @ b
+            out = term if out is None else out + term
+        return typing.cast(torch.Tensor, out)
 
     def apply_factored(self, L: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
         """A(L R^T)_l = (a_l^T L)(R^T b_l) in O(m (d1 + d2) k)."""
@@ -78,10 +93,12 @@ class BilinearOperator(MeasurementOperator):
 
     def _rescaling_squares(self) -> tuple[torch.Tensor, torch.Tensor]:
         m, (d1, d2) = self.num_measurements, self.shape_in
-        a, b = self.left, self.right
-        D1_sq = (a * b.square().sum(-1, keepdim=True)).T @ a / (m * d2)
-        D2_sq = (b * a.square().sum(-1, keepdim=True)).T @ b / (m * d1)
-        return D1_sq, D2_sq
+        D1_sq = self.left.new_zeros(d1, d1)
+        D2_sq = self.left.new_zeros(d2, d2)
+        for a, b in zip(self.left.split(_CHUNK), self.right.split(_CHUNK), strict=True):
+            D1_sq.addmm_((a * b.square().sum(-1, keepdim=True)).T, a)
+            D2_sq.addmm_((b * a.square().sum(-1, keepdim=True)).T, b)
+        return D1_sq / (m * d2), D2_sq / (m * d1)
 
 
 class SymmetricRankOneOperator(MeasurementOperator):
@@ -109,7 +126,7 @@ class SymmetricRankOneOperator(MeasurementOperator):
 
     @property
     def num_measurements(self) -> int:
-        """m."""
+        """M."""
         return int(self.vectors.shape[0])
 
     def _tensors(self) -> dict[str, torch.Tensor]:

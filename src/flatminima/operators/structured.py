@@ -54,7 +54,8 @@ class EntryMask(MeasurementOperator):
         for name, index, bound in (("rows", rows, d1), ("cols", cols, d2)):
             if int(index.min()) < 0 or int(index.max()) >= bound:
                 raise InputDataError(
-                    f"{name} must lie in [0, {bound}); got values in [{int(index.min())}, {int(index.max())}]."
+                    f"{name} must lie in [0, {bound}); "
+                    f"got values in [{int(index.min())}, {int(index.max())}]."
                 )
         self.rows, self.cols = rows, cols
         self._flat_index = rows * d2 + cols
@@ -77,7 +78,7 @@ class EntryMask(MeasurementOperator):
 
     @property
     def num_measurements(self) -> int:
-        """m = number of observed entries."""
+        """M = number of observed entries."""
         return int(self.rows.numel())
 
     @property
@@ -190,7 +191,7 @@ class IdentityOperator(MeasurementOperator):
 
     @property
     def num_measurements(self) -> int:
-        """m = d1 d2."""
+        """M = d1 d2."""
         return self._shape[0] * self._shape[1]
 
     def _tensors(self) -> dict[str, torch.Tensor]:
@@ -211,10 +212,11 @@ class IdentityOperator(MeasurementOperator):
         return self._apply(L @ R.mT)
 
     def sandwich_norms(self, P: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
-        """sum over all entries: ||P||_F^2 ||Q||_F^2."""
+        """Sum over all entries: ||P||_F^2 ||Q||_F^2."""
         return P.square().sum() * Q.square().sum()
 
     def _rescaling_squares(self) -> tuple[torch.Tensor, torch.Tensor]:
         d1, d2 = self._shape
-        kwargs = {"dtype": self.dtype, "device": self.device}
-        return torch.eye(d1, **kwargs) / (d1 * d2), torch.eye(d2, **kwargs) / (d1 * d2)  # type: ignore[arg-type]
+        eye1 = torch.eye(d1, dtype=self.dtype, device=self.device)
+        eye2 = torch.eye(d2, dtype=self.dtype, device=self.device)
+        return eye1 / (d1 * d2), eye2 / (d1 * d2)

@@ -33,7 +33,7 @@ class VectorOperator(MeasurementOperator):
 
     @property
     def num_measurements(self) -> int:
-        """m."""
+        """M."""
         return int(self.matrix.shape[0])
 
     def _tensors(self) -> dict[str, torch.Tensor]:

@@ -44,17 +44,17 @@ class Instance:
 
     @property
     def num_measurements(self) -> int:
-        """m."""
+        """M."""
         return self.operator.num_measurements
 
     @property
     def dtype(self) -> torch.dtype:
-        """dtype of the instance's tensors."""
+        """Dtype of the instance's tensors."""
         return self.ground_truth.dtype
 
     @property
     def device(self) -> torch.device:
-        """device of the instance's tensors."""
+        """Device of the instance's tensors."""
         return self.ground_truth.device
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> Instance:
@@ -102,10 +102,16 @@ def gaussian(*shape: int, generator: torch.Generator) -> torch.Tensor:
 
 def low_rank_ground_truth(
     d1: int, d2: int, rank: int, *, norm: float, generator: torch.Generator
-) -> torch.Tensor:
-    """M = G1 G2^T / ||G1 G2^T||_F * norm with G1 (d1, r), G2 (d2, r) Gaussian: rank r, ||M||_F = norm."""
-    M = gaussian(d1, rank, generator=generator) @ gaussian(d2, rank, generator=generator).T
-    return M * (norm / torch.linalg.matrix_norm(M))
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Factors (F1, F2) of M = F1 F2^T, the normalized G1 G2^T with G1 (d1, r), G2 (d2, r) Gaussian.
+
+    M has rank r and ||M||_F = norm; the factors let structured operators measure M in O(m (d1 + d2) r).
+    """
+    G1 = gaussian(d1, rank, generator=generator)
+    G2 = gaussian(d2, rank, generator=generator)
+    # ||G1 G2^T||_F^2 = tr((G1^T G1)(G2^T G2)) without forming the d1 x d2 product.
+    scale = norm / ((G1.T @ G1) * (G2.T @ G2)).sum().sqrt()
+    return G1 * scale, G2
 
 
 def add_noise(

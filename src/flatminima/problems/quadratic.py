@@ -50,7 +50,7 @@ class QuadraticNetwork(Problem):
 
     @property
     def rank(self) -> int:
-        """r = r1 + r2."""
+        """R = r1 + r2."""
         return self.num_positive + self.num_negative
 
     def _sample(self, generator: torch.Generator) -> Instance:

@@ -47,7 +47,10 @@ class RobustPCA(_LowRankModel):
             )
         if self.outliers_per_line is not None:
             check_int_in_range(
-                "outliers_per_line", self.outliers_per_line, low=0, high=min(self.shape),
+                "outliers_per_line",
+                self.outliers_per_line,
+                low=0,
+                high=min(self.shape),
                 high_name="min(d1, d2)",
             )
         if self.outlier_fraction is not None:

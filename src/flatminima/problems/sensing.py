@@ -7,8 +7,8 @@ import typing
 
 import torch
 
-from flatminima.errors import InputDataError
 from flatminima._checks import check_int_in_range, check_real, check_shape_pair
+from flatminima.errors import InputDataError
 from flatminima.operators import BilinearOperator, DenseOperator, EntryMask
 from flatminima.problems.base import Instance, Problem, add_noise, gaussian, low_rank_ground_truth
 
@@ -29,9 +29,13 @@ class _LowRankModel(Problem):
         check_real("noise_std", self.noise_std, low=0.0)
         check_real("ground_truth_norm", self.ground_truth_norm, low=0.0, low_open=True)
 
-    def _truth(self, generator: torch.Generator) -> torch.Tensor:
+    def _truth_factors(self, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         d1, d2 = self.shape
         return low_rank_ground_truth(d1, d2, self.rank, norm=self.ground_truth_norm, generator=generator)
+
+    def _truth(self, generator: torch.Generator) -> torch.Tensor:
+        G1, G2 = self._truth_factors(generator)
+        return G1 @ G2.T
 
     def _metadata(self) -> dict[str, typing.Any]:
         return {"problem": self.name, **dataclasses.asdict(self)}
@@ -83,12 +87,13 @@ class BilinearSensing(_LowRankModel):
         check_int_in_range("num_measurements", self.num_measurements, low=1)
 
     def _sample(self, generator: torch.Generator) -> Instance:
-        M = self._truth(generator)
+        G1, G2 = self._truth_factors(generator)
         d1, d2 = self.shape
         a = gaussian(self.num_measurements, d1, generator=generator)
         b_vectors = gaussian(self.num_measurements, d2, generator=generator)
         operator = BilinearOperator(a, b_vectors)
-        b, noise = add_noise(operator.apply(M), self.noise_std, generator=generator)
+        b, noise = add_noise(operator.apply_factored(G1, G2), self.noise_std, generator=generator)
+        M = G1 @ G2.T
         return Instance(M, operator, b, self.name, {"noise": noise}, self._metadata())
 
 
