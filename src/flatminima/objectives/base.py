@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from flatminima._checks import check_generator, check_real
+from flatminima._checks import all_finite, check_generator, check_real
 from flatminima.errors import InputDataError, InputTypeError
 from flatminima.problems import Instance
 
@@ -106,7 +106,7 @@ def check_params(
             )
     if finite:
         for index, (value, name) in enumerate(zip(params, names, strict=True)):
-            if not bool(torch.isfinite(value).all()):
+            if not all_finite(value):
                 raise InputDataError(f"{label}[{index}] ({name}) must have finite entries; got NaN or inf.")
     return tuple(params)
 
