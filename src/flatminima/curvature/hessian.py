@@ -1,0 +1,450 @@
+"""The Hessian of any PyTorch loss as a matrix-free linear operator over (a group of) its parameters.
+
+H = grad^2 L(w) at the point w, applied to vectors by forward-over-reverse automatic differentiation,
+H v = d/dt grad L(w + t v) |_{t=0} (``torch.func.jvp`` of ``torch.func.grad``), and to blocks of vectors
+by ``torch.func.vmap`` over the tangents, so b Hessian-vector products share one primal pass and turn
+matrix-vector work into matrix-matrix work. Three sources:
+
+* a loss closure ``loss(params) -> scalar`` over a dict of named tensors (:class:`HessianOperator`);
+* a model, a loss function and a dataset, averaged exactly over every example, in an explicit train or
+  eval mode (:meth:`HessianOperator.from_model`);
+* an objective of :mod:`flatminima.objectives` or anything with ``value(params)`` and optionally a
+  closed-form ``hvp(params, direction)`` over a tuple of tensors (:meth:`HessianOperator.from_objective`).
+
+:meth:`HessianOperator.select` restricts the operator to a parameter group (the diagonal block
+H_gg of the Hessian, other parameters held fixed), so every measure can be reported per layer or per
+factor. Vectors are flat: the selected parameters, each flattened, concatenated in parameter order.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import warnings
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from flatminima.curvature._model import ModelSource
+from flatminima.curvature._sources import Params, check_params, model_parts, objective_parts
+from flatminima.curvature.linear_operator import LinearOperator
+from flatminima.errors import InputDataError, InputTypeError
+
+LossClosure = Callable[[Params], torch.Tensor]
+GroupLevel = str
+
+
+class HessianOperator(LinearOperator):
+    """The Hessian of ``loss`` at ``params`` (optionally restricted to a parameter group).
+
+    Args:
+        loss: a function of a dict of named tensors returning a scalar (0-dim) tensor.
+        params: the point w, a mapping from names to floating tensors of one dtype and device; every
+            tensor is a variable (use :meth:`select` to restrict).
+        vectorize: apply blocks of vectors with ``torch.func.vmap`` (fall back to a loop when False).
+
+    Raises:
+        InputTypeError: if ``loss`` is not callable or a parameter is not a floating tensor.
+        InputDataError: if ``params`` is empty, mixes dtypes/devices, or ``loss`` is not a finite scalar.
+
+    Example:
+        >>> w = {"x": torch.tensor([1.0, 2.0], dtype=torch.float64)}
+        >>> H = HessianOperator(lambda p: (p["x"] ** 2).sum() + p["x"].prod(), w)
+        >>> H.dense()
+        tensor([[2., 1.],
+                [1., 2.]], dtype=torch.float64)
+    """
+
+    def __init__(
+        self, loss: LossClosure, params: Mapping[str, torch.Tensor], *, vectorize: bool = True
+    ) -> None:
+        if not callable(loss):
+            raise InputTypeError(f"loss must be callable; got {type(loss).__name__}.")
+        point = check_params(params)
+        self._setup(
+            terms=((1.0, loss),),
+            point=point,
+            variables=tuple(point),
+            names=tuple(point),
+            closed_hvp=None,
+            closed_grad=None,
+            source=None,
+            vectorize=vectorize,
+        )
+        self._check_loss()
+
+    # ---- construction ----------------------------------------------------------------------------
+    @classmethod
+    def from_model(
+        cls,
+        model: nn.Module,
+        loss_fn: Callable[[Any, torch.Tensor], torch.Tensor],
+        batches: Iterable[Any],
+        *,
+        mode: str | None = None,
+        generator: torch.Generator | None = None,
+        vectorize: bool = True,
+    ) -> HessianOperator:
+        """The Hessian of the dataset loss (1/N) sum_i loss(model(x_i), y_i) over trainable parameters.
+
+        Args:
+            model: the network; it is deep-copied and never modified.
+            loss_fn: ``loss_fn(outputs, targets)`` averaging over its batch (``reduction="mean"``).
+            batches: (inputs, targets) pairs covering the dataset, materialized once; the batch losses
+                are weighted by batch size, so the total is the mean over all examples.
+            mode: "train" or "eval". In train mode BatchNorm uses batch statistics (the result then
+                depends on the batching) and running statistics are never updated; each ``nn.Dropout``
+                uses one fixed mask per batch drawn from ``generator``. If None, eval mode, with a
+                :class:`CurvatureWarning` when the model has BatchNorm or dropout.
+            generator: draws the dropout masks (required for mode="train" with dropout).
+            vectorize: see the class.
+
+        Raises:
+            InputTypeError: if ``model`` is not an ``nn.Module``.
+            InputDataError: if no parameter requires grad, or a batch is malformed.
+            ConfigurationError: if ``mode`` is not "train", "eval" or None.
+
+        Example:
+            >>> g = torch.Generator().manual_seed(0)
+            >>> net = torch.nn.Linear(3, 1).double()
+            >>> x = torch.randn(8, 3, generator=g, dtype=torch.float64)
+            >>> y = torch.zeros(8, 1, dtype=torch.float64)
+            >>> H = HessianOperator.from_model(net, torch.nn.functional.mse_loss, [(x, y)], mode="eval")
+            >>> H.size
+            4
+        """
+        parts = model_parts(model, loss_fn, batches, mode=mode, generator=generator, vectorize=vectorize)
+        operator = cls._create(**parts)
+        operator._check_loss()
+        return operator
+
+    @classmethod
+    def from_objective(
+        cls,
+        objective: Any,
+        params: Iterable[torch.Tensor],
+        *,
+        names: Iterable[str] | None = None,
+        hvp: str = "auto",
+        vectorize: bool = True,
+    ) -> HessianOperator:
+        """The Hessian of an objective over a tuple of parameter tensors (e.g. the factors (L, R)).
+
+        Works with the objectives of :mod:`flatminima.objectives` and, by duck typing, with anything
+        that has ``value(params)`` returning a scalar. Optional attributes are used when present:
+        ``names`` (parameter names, e.g. ("L", "R")), ``block_weights`` (the scaled-trace weights),
+        ``value_function()`` (an unchecked pure loss, safe in ``torch.func``), ``curvature_model(params)``
+        (the C^2 function whose Hessian the objective reports, e.g. the local model of robust PCA),
+        ``hvp(params, direction)`` and ``grad(params)`` (closed forms). Groups are selected by index
+        (``select(0)`` is the first factor) or by name.
+
+        Args:
+            objective: the objective.
+            params: the point, a sequence of floating tensors.
+            names: parameter names; default ``objective.names``, else "0", "1", ...
+            hvp: "autograd" (forward-over-reverse on the curvature model, vmapped over vectors),
+                "closed_form" (``objective.hvp``; vmapped when it allows, else one vector at a
+                time), or "auto": autograd when the objective offers ``value_function`` (closed-form
+                HVPs with input validation cannot be vmapped), else closed form if present.
+            vectorize: see the class.
+
+        Raises:
+            InputTypeError: if ``objective`` has no callable ``value``.
+            InputDataError: on bad names or parameters, as the class.
+            ConfigurationError: if ``hvp`` is unknown or "closed_form" without ``objective.hvp``.
+
+        Example:
+            >>> class Quadratic:
+            ...     def value(self, params):
+            ...         (x,) = params
+            ...         return 1.5 * (x**2).sum()
+            >>> H = HessianOperator.from_objective(Quadratic(), (torch.ones(2, dtype=torch.float64),))
+            >>> H.dense()
+            tensor([[3., 0.],
+                    [0., 3.]], dtype=torch.float64)
+        """
+        operator = cls._create(
+            **objective_parts(objective, params, names=names, hvp=hvp, vectorize=vectorize)
+        )
+        operator._check_loss()
+        return operator
+
+    @classmethod
+    def _create(cls, **parts: Any) -> HessianOperator:
+        operator = cls.__new__(cls)
+        operator._setup(**parts)
+        return operator
+
+    def _setup(
+        self,
+        *,
+        terms: tuple[tuple[float, LossClosure], ...],
+        hessian_terms: tuple[tuple[float, LossClosure], ...] | None = None,
+        block_weights: dict[str, float] | None = None,
+        point: Params,
+        variables: tuple[str, ...],
+        names: tuple[str, ...],
+        closed_hvp: Callable[[Params], Params] | None,
+        closed_grad: Callable[[Params], Params] | None,
+        source: ModelSource | None,
+        vectorize: bool,
+    ) -> None:
+        self._terms = terms
+        self._hessian_terms = hessian_terms if hessian_terms is not None else terms
+        self._block_weights = block_weights
+        self._point = point
+        self._variables = variables
+        self.names = names
+        self._closed_hvp = closed_hvp
+        self._closed_grad = closed_grad
+        self.source = source
+        self.vectorize = bool(vectorize)
+        self.shapes = {name: tuple(point[name].shape) for name in names}
+        self._numels = [math.prod(self.shapes[name]) for name in names]
+        first = point[names[0]]
+        self._dtype, self._device = first.dtype, first.device
+
+    def _parts(self) -> dict[str, Any]:
+        return {
+            "terms": self._terms,
+            "hessian_terms": self._hessian_terms,
+            "block_weights": self._block_weights,
+            "point": self._point,
+            "variables": self._variables,
+            "names": self.names,
+            "closed_hvp": self._closed_hvp,
+            "closed_grad": self._closed_grad,
+            "source": self.source,
+            "vectorize": self.vectorize,
+        }
+
+    def _check_loss(self) -> None:
+        for _, loss in self._terms:
+            value = loss(dict(self._point))
+            if not isinstance(value, torch.Tensor) or value.ndim != 0:
+                shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+                raise InputDataError(
+                    f"loss must return a scalar (0-dim) tensor; got {shape}. Reduce it, e.g. with "
+                    ".mean() or .sum()."
+                )
+            if not bool(torch.isfinite(value)):
+                raise InputDataError(f"loss must be finite at the given parameters; got {float(value)}.")
+
+    # ---- structure -------------------------------------------------------------------------------
+    @property
+    def size(self) -> int:
+        """n, the number of selected scalar parameters."""
+        return sum(self._numels)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The parameters' dtype."""
+        return self._dtype
+
+    @property
+    def device(self) -> torch.device:
+        """The parameters' device."""
+        return self._device
+
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        """Every selectable parameter name, in order (the selection is :attr:`names`)."""
+        return self._variables
+
+    @property
+    def point(self) -> torch.Tensor:
+        """The selected parameters at the point, flattened, shape (n,)."""
+        return self.flatten(self._point)
+
+    def parameters(self) -> Params:
+        """All parameters at the point (selected or not), by name; the tensors are detached."""
+        return dict(self._point)
+
+    def flatten(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        """Concatenate the selected entries of ``params`` into a flat (n,) vector."""
+        return torch.cat([params[name].reshape(-1) for name in self.names])
+
+    def unflatten(self, vector: torch.Tensor) -> Params:
+        """Split a flat (n,) vector into the selected parameters' shapes."""
+        self._check_vectors("vector", vector, ndim=1)
+        return self._unflatten(vector)
+
+    def _unflatten(self, vector: torch.Tensor) -> Params:
+        pieces = vector.split(self._numels, dim=-1)
+        lead = tuple(vector.shape[:-1])
+        return {
+            name: piece.reshape(*lead, *self.shapes[name])
+            for name, piece in zip(self.names, pieces, strict=True)
+        }
+
+    def _flatten_batched(self, params: Mapping[str, torch.Tensor], batch: int) -> torch.Tensor:
+        return torch.cat([params[name].reshape(batch, -1) for name in self.names], dim=1)
+
+    # ---- parameter groups ------------------------------------------------------------------------
+    def select(self, *selectors: str | int) -> HessianOperator:
+        """The operator restricted to the parameters matching any selector (others held fixed).
+
+        Args:
+            selectors: parameter names, glob patterns (``"layers.0.*"``) or integer positions in
+                :attr:`parameter_names` (``0`` is the first factor of an objective).
+
+        Raises:
+            InputDataError: if no selector is given, a selector matches nothing, or an index is out
+                of range; the message lists the parameter names.
+        """
+        if not selectors:
+            raise InputDataError("select needs at least one parameter name, pattern or index.")
+        chosen: set[str] = set()
+        for selector in selectors:
+            chosen.update(self._match(selector))
+        names = tuple(name for name in self._variables if name in chosen)
+        return self._create(**{**self._parts(), "names": names})
+
+    def _match(self, selector: str | int) -> list[str]:
+        listing = ", ".join(self._variables)
+        if isinstance(selector, int) and not isinstance(selector, bool):
+            if not -len(self._variables) <= selector < len(self._variables):
+                raise InputDataError(
+                    f"parameter index {selector} is out of range for {len(self._variables)} "
+                    f"parameters ({listing})."
+                )
+            return [self._variables[selector]]
+        if not isinstance(selector, str):
+            raise InputTypeError(f"selectors must be names, glob patterns or integers; got {selector!r}.")
+        matched = [name for name in self._variables if fnmatch.fnmatchcase(name, selector)]
+        if not matched:
+            frozen = [n for n in self._point if n not in self._variables and fnmatch.fnmatchcase(n, selector)]
+            if frozen:
+                raise InputDataError(
+                    f"parameter {', '.join(map(repr, frozen))} does not require grad, so it is held "
+                    "fixed and has no Hessian block; call requires_grad_(True) on it to measure it."
+                )
+            raise InputDataError(f"no parameter matches {selector!r}; parameters are: {listing}.")
+        return matched
+
+    def groups(self, level: GroupLevel = "parameter") -> dict[str, tuple[str, ...]]:
+        """Parameter groups of the current selection.
+
+        Args:
+            level: "parameter" (one group per tensor) or "module" (parameters sharing the prefix
+                before their last ".", e.g. one group per layer).
+        """
+        if level == "parameter":
+            return {name: (name,) for name in self.names}
+        if level == "module":
+            grouped: dict[str, list[str]] = {}
+            for name in self.names:
+                grouped.setdefault(name.rpartition(".")[0] or name, []).append(name)
+            return {key: tuple(value) for key, value in grouped.items()}
+        raise InputDataError(f"level must be 'parameter' or 'module'; got level={level!r}.")
+
+    def block_scale(self, block_weights: Mapping[str, float] | None = None) -> torch.Tensor:
+        """The diagonal scale s with s_i^2 = weight of the block holding coordinate i, shape (n,).
+
+        The default weight of a block of shape (rows, ...) is 1 / rows (or the objective's
+        ``block_weights``): for the factors L (d1 x k) and R (d2 x k) of Ding et al. this gives the
+        scaled trace tr(S H S) = tr H_LL / d1 + tr H_RR / d2.
+
+        Raises:
+            InputDataError: if a weight is negative or names an unselected parameter.
+        """
+        weights = {**(self._block_weights or {}), **(block_weights or {})}
+        unknown = sorted(set(block_weights or {}) - set(self.names))
+        if unknown:
+            raise InputDataError(
+                f"block_weights names unselected parameters {unknown}; selected: {self.names}."
+            )
+        pieces = []
+        for name, numel in zip(self.names, self._numels, strict=True):
+            shape = self.shapes[name]
+            weight = float(weights.get(name, 1.0 / shape[0] if shape else 1.0))
+            if not weight >= 0.0:
+                raise InputDataError(f"block_weights[{name!r}] must be >= 0; got {weight}.")
+            pieces.append(torch.full((numel,), math.sqrt(weight), dtype=self.dtype, device=self.device))
+        return torch.cat(pieces)
+
+    # ---- the loss ----------------------------------------------------------------------------------
+    def _with(self, selected: Params) -> Params:
+        return {**self._point, **selected}
+
+    def value(self) -> torch.Tensor:
+        """The loss at the point (a 0-dim tensor)."""
+        return self.value_at(self.point)
+
+    def value_at(self, x: torch.Tensor) -> torch.Tensor:
+        """The loss with the selected parameters set to the flat vector ``x`` (others at the point)."""
+        self._check_vectors("x", x, ndim=1)
+        params = self._with(self._unflatten(x))
+        with torch.no_grad():
+            return sum(
+                (weight * loss(params) for weight, loss in self._terms),
+                torch.zeros((), dtype=self.dtype, device=self.device),
+            )
+
+    def value_and_grad_at(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The loss and its gradient with respect to the selected parameters, at the flat vector ``x``."""
+        self._check_vectors("x", x, ndim=1)
+        selected = self._unflatten(x)
+        if self._closed_grad is not None:
+            full = self._with(selected)
+            return self.value_at(x), self.flatten(self._closed_grad(full))
+        value = torch.zeros((), dtype=self.dtype, device=self.device)
+        grad = torch.zeros_like(x)
+        for weight, loss in self._terms:
+            g, v = torch.func.grad_and_value(lambda s, loss=loss: loss(self._with(s)))(selected)
+            value = value + weight * v.detach()
+            grad = grad + weight * self.flatten(g).detach()
+        return value, grad
+
+    # ---- Hessian-vector products -----------------------------------------------------------------
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        with warnings.catch_warnings():
+            # torch scripts its forward-AD decompositions on first use and warns that
+            # torch.jit.script is deprecated; that concerns torch internals, not the caller.
+            warnings.filterwarnings(
+                "ignore", message=r"`torch\.jit\.script` is deprecated", category=DeprecationWarning
+            )
+            return self._matmat_quietly(V)
+
+    def _matmat_quietly(self, V: torch.Tensor) -> torch.Tensor:
+        batch = int(V.shape[1])
+        tangents = self._unflatten(V.mT)
+        if self._closed_hvp is not None:
+            out = self._apply_batched(self._closed_single, tangents, batch)
+        else:
+            out = {name: torch.zeros_like(t) for name, t in tangents.items()}
+            for weight, loss in self._hessian_terms:
+                part = self._apply_batched(self._autograd_single(loss), tangents, batch)
+                out = {name: out[name] + weight * part[name] for name in self.names}
+        return self._flatten_batched(out, batch).mT.detach()
+
+    def _autograd_single(self, loss: LossClosure) -> Callable[[Params], Params]:
+        primal = {name: self._point[name] for name in self.names}
+        gradient = torch.func.grad(lambda s: loss(self._with(s)))
+
+        def single(tangent: Params) -> Params:
+            return torch.func.jvp(gradient, (primal,), (tangent,))[1]
+
+        return single
+
+    def _closed_single(self, tangent: Params) -> Params:
+        full = {
+            name: tangent[name] if name in tangent else torch.zeros_like(self._point[name])
+            for name in self._variables
+        }
+        out = self._closed_hvp(full)  # type: ignore[misc]
+        return {name: out[name] for name in self.names}
+
+    def _apply_batched(self, single: Callable[[Params], Params], tangents: Params, batch: int) -> Params:
+        if self.vectorize:
+            try:
+                return torch.func.vmap(single)(tangents)
+            except RuntimeError:
+                if self._closed_hvp is None:
+                    raise
+                # A closed-form hvp that validates its inputs cannot run under vmap: loop instead.
+                self.vectorize = False
+        columns = [single({name: t[j] for name, t in tangents.items()}) for j in range(batch)]
+        return {name: torch.stack([c[name] for c in columns]) for name in self.names}
