@@ -24,6 +24,7 @@ References:
 from __future__ import annotations
 
 import abc
+import typing
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -31,6 +32,7 @@ import torch
 
 from flatminima._checks import all_finite, check_generator, check_real
 from flatminima.errors import InputDataError, InputTypeError
+from flatminima.operators import MeasurementOperator
 from flatminima.problems import Instance
 
 #: a parameter tuple such as (L, R).
@@ -106,7 +108,9 @@ def check_params(
             )
     if finite:
         for index, (value, name) in enumerate(zip(params, names, strict=True)):
-            if not all_finite(value):
+            # A finite sum proves every entry finite (NaN and inf propagate); an overflowing sum of
+            # finite entries falls back to the entrywise check.
+            if not (bool(torch.isfinite(value.sum())) or all_finite(value)):
                 raise InputDataError(f"{label}[{index}] ({name}) must have finite entries; got NaN or inf.")
     return tuple(params)
 
@@ -289,3 +293,64 @@ def rescaling_weights(instance: Instance) -> tuple[torch.Tensor, torch.Tensor]:
         D1, D2 = operator.rescaling_diagonals()
         return D1.square(), D2.square()
     return operator.rescaling_squares()
+
+
+def forms_dense_apply(operator: MeasurementOperator) -> bool:
+    """True when the operator's ``apply_factored`` falls back to forming L R^T (dense kinds)."""
+    return type(operator).apply_factored is MeasurementOperator.apply_factored
+
+
+def forms_dense_adjoint(operator: MeasurementOperator) -> bool:
+    """True when the operator's factored adjoint products fall back to forming A^*(y) (dense kinds).
+
+    Such operators (dense, identity) pay one pass over their data per adjoint, so objectives form
+    A^*(y) once and reuse it; structured operators (rank-one, masks) keep their factored routines.
+    """
+    kind = type(operator)
+    return (
+        kind.adjoint_matmul is MeasurementOperator.adjoint_matmul
+        and kind.adjoint_t_matmul is MeasurementOperator.adjoint_t_matmul
+    )
+
+
+class AdjointAction:
+    """The matrix G = A^*(y) (d1, d2) as an action on factors: G V, G^T U and P^T G Q^T.
+
+    For dense kinds G is formed once (one pass over the operator's data however many products follow);
+    for structured kinds every product goes through the operator's factored routines and G is never
+    formed. Use :func:`adjoint_actions` to build several at once (one batched pass for dense kinds).
+    """
+
+    def __init__(self, operator: MeasurementOperator, y: torch.Tensor, dense: torch.Tensor | None) -> None:
+        self._operator = operator
+        self._y = y
+        self._dense = dense
+
+    def matmul(self, V: torch.Tensor) -> torch.Tensor:
+        """Return A^*(y) V for V (d2, k)."""
+        if self._dense is not None:
+            return self._dense @ V
+        return self._operator.adjoint_matmul(self._y, V)
+
+    def t_matmul(self, U: torch.Tensor) -> torch.Tensor:
+        """Return A^*(y)^T U for U (d1, k)."""
+        if self._dense is not None:
+            return self._dense.mT @ U
+        return self._operator.adjoint_t_matmul(self._y, U)
+
+    def sandwich(self, P: torch.Tensor | None, Q: torch.Tensor | None) -> torch.Tensor:
+        """Return P^T A^*(y) Q^T for P (d1, a), Q (b, d2); ``None`` stands for an identity."""
+        if P is None and Q is None:
+            return self._dense if self._dense is not None else self._operator.adjoint(self._y)
+        if P is None:
+            return self.matmul(typing.cast(torch.Tensor, Q).mT)
+        left = self.t_matmul(P).mT
+        return left if Q is None else left @ Q.mT
+
+
+def adjoint_actions(operator: MeasurementOperator, *ys: torch.Tensor) -> list[AdjointAction]:
+    """Return one :class:`AdjointAction` per y (each (m,)); dense kinds form all A^*(y) in one pass."""
+    if forms_dense_adjoint(operator):
+        dense = operator.adjoint(torch.stack(ys))
+        return [AdjointAction(operator, y, G) for y, G in zip(ys, dense, strict=True)]
+    return [AdjointAction(operator, y, None) for y in ys]

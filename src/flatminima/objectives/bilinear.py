@@ -10,7 +10,9 @@ from flatminima._checks import check_int_in_range
 from flatminima.objectives.base import (
     Objective,
     Params,
+    adjoint_actions,
     check_instance,
+    forms_dense_apply,
     rescaling_weights,
     weighted_square_norm,
 )
@@ -104,25 +106,25 @@ class BilinearFactorization(Objective):
 
     def _grad(self, params: Params) -> Params:
         L, R = params
-        res = self._residual(L, R)
+        (G,) = adjoint_actions(self.operator, self._residual(L, R))
         scale = 2.0 / self.num_measurements
-        return (
-            scale * self.operator.adjoint_matmul(res, R),
-            scale * self.operator.adjoint_t_matmul(res, L),
-        )
+        return scale * G.matmul(R), scale * G.t_matmul(L)
 
     def _hvp(self, params: Params, direction: Params) -> Params:
         L, R = params
         dL, dR = direction
         op = self.operator
-        res = self._residual(L, R)
-        # A(dL R^T + L dR^T) = A([dL, L] [R, dR]^T), one factored application.
-        y = op.apply_factored(torch.cat([dL, L], dim=-1), torch.cat([R, dR], dim=-1))
+        if forms_dense_apply(op):
+            # The operator forms L R^T anyway: one batched pass gives A(L R^T) and A(dL R^T + L dR^T).
+            both = op.apply(torch.stack([L @ R.mT, dL @ R.mT + L @ dR.mT]))
+            res, y = both[0] - self.instance.observations, both[1]
+        else:
+            res = self._residual(L, R)
+            # A(dL R^T + L dR^T) = A([dL, L] [R, dR]^T), one factored application.
+            y = op.apply_factored(torch.cat([dL, L], dim=-1), torch.cat([R, dR], dim=-1))
+        Q, G = adjoint_actions(op, y, res)
         scale = 2.0 / self.num_measurements
-        # Q R + G dR = A^*(y) R + A^*(res) dR.
-        hvp_L = op.adjoint_matmul(y, R) + op.adjoint_matmul(res, dR)
-        hvp_R = op.adjoint_t_matmul(y, L) + op.adjoint_t_matmul(res, dL)
-        return scale * hvp_L, scale * hvp_R
+        return scale * (Q.matmul(R) + G.matmul(dR)), scale * (Q.t_matmul(L) + G.t_matmul(dL))
 
     def _block_traces(self, params: Params) -> Params:
         L, R = params

@@ -12,7 +12,9 @@ from flatminima.errors import InputDataError, InputTypeError
 from flatminima.objectives.base import (
     Objective,
     Params,
+    adjoint_actions,
     check_instance,
+    forms_dense_apply,
     rescaling_weights,
     weighted_square_norm,
 )
@@ -157,16 +159,6 @@ class DeepFactorization(Objective):
             P[l] = _matmul(P[l + 1], params[l])
         return Q, P
 
-    def _sandwich_adjoint(self, y: torch.Tensor, P: _Maybe, Q: _Maybe) -> torch.Tensor:
-        """P^T A^*(y) Q^T without forming A^*(y) where the operator allows (None = identity)."""
-        op = self.operator
-        if P is None and Q is None:
-            return op.adjoint(y)
-        if P is None:
-            return op.adjoint_matmul(y, typing.cast(torch.Tensor, Q).mT)
-        left = op.adjoint_t_matmul(y, P).mT
-        return left if Q is None else left @ Q.mT
-
     def _residual(self, params: Params) -> torch.Tensor:
         Q, _ = self._chain(params)
         return self._apply_end_to_end(params, Q) - self.instance.observations
@@ -183,9 +175,9 @@ class DeepFactorization(Objective):
 
     def _grad(self, params: Params) -> Params:
         Q, P = self._chain(params)
-        res = self._apply_end_to_end(params, Q) - self.instance.observations
+        (G,) = adjoint_actions(self.operator, self._apply_end_to_end(params, Q) - self.instance.observations)
         scale = 2.0 / self.num_measurements
-        return tuple(scale * self._sandwich_adjoint(res, P[l + 1], Q[l]) for l in range(len(params)))
+        return tuple(scale * G.sandwich(P[l + 1], Q[l]) for l in range(len(params)))
 
     def _hvp(self, params: Params, direction: Params) -> Params:
         N = len(params)
@@ -203,21 +195,30 @@ class DeepFactorization(Objective):
                 _matmul(dP[l + 1], params[l]) if dP[l + 1] is not None else None,
             ]
             dP[l] = _sum(terms)
-        # A(dE) = sum_l A(P_l V_l Q_l), each through a factored application.
-        y = sum(
-            (self._apply_block(P[l + 1], direction[l], Q[l]) for l in range(N)),
-            start=res.new_zeros(res.shape),
-        )
+        y = self._apply_direction(P, Q, direction)
+        Y, G = adjoint_actions(self.operator, y, res)
         scale = 2.0 / self.num_measurements
         out = []
         for l in range(N):
-            term = self._sandwich_adjoint(y, P[l + 1], Q[l])
+            term = Y.sandwich(P[l + 1], Q[l])
             if dP[l + 1] is not None:
-                term = term + self._sandwich_adjoint(res, dP[l + 1], Q[l])
+                term = term + G.sandwich(dP[l + 1], Q[l])
             if dQ[l] is not None:
-                term = term + self._sandwich_adjoint(res, P[l + 1], dQ[l])
+                term = term + G.sandwich(P[l + 1], dQ[l])
             out.append(scale * term)
         return tuple(out)
+
+    def _apply_direction(self, P: list[_Maybe], Q: list[_Maybe], direction: Params) -> torch.Tensor:
+        """A(dE) with dE = sum_l P_l V_l Q_l: one pass for dense kinds, factored blocks otherwise."""
+        N = len(direction)
+        if forms_dense_apply(self.operator):
+            # The operator forms L R^T anyway: build dE once and apply A once.
+            blocks = [_matmul(_matmul(P[l + 1], direction[l]), Q[l]) for l in range(N)]
+            return self.operator.apply(typing.cast(torch.Tensor, _sum(blocks)))
+        return sum(
+            (self._apply_block(P[l + 1], direction[l], Q[l]) for l in range(N)),
+            start=self.instance.observations.new_zeros(self.num_measurements),
+        )
 
     def _apply_block(self, P: _Maybe, V: torch.Tensor, Q: _Maybe) -> torch.Tensor:
         """A(P V Q) (None = identity) with a factored application where possible."""
