@@ -438,6 +438,9 @@ class HessianOperator(LinearOperator):
         return {name: out[name] for name in self.names}
 
     def _apply_batched(self, single: Callable[[Params], Params], tangents: Params, batch: int) -> Params:
+        if batch == 1:  # one vector: no vmap overhead
+            out = single({name: t[0] for name, t in tangents.items()})
+            return {name: out[name].unsqueeze(0) for name in self.names}
         if self.vectorize:
             try:
                 return torch.func.vmap(single)(tangents)
