@@ -9,14 +9,17 @@ functions named ``<method>_<quantity>``; stochastic ones take a required ``gener
 from flatminima.curvature._model import CurvatureWarning
 from flatminima.curvature.density import SpectralDensity, lanczos_spectral_density
 from flatminima.curvature.diagonal import exact_hessian_diagonal, hutchinson_hessian_diagonal
+from flatminima.curvature.epsilon import EpsilonSharpness, EpsilonSharpnessObjective, epsilon_sharpness
 from flatminima.curvature.estimate import Estimate, VectorEstimate
 from flatminima.curvature.frobenius import (
     exact_squared_frobenius_norm,
     hutchinson_squared_frobenius_norm,
 )
+from flatminima.curvature.gradients import gradient_variance, path_norm
 from flatminima.curvature.hessian import HessianOperator
 from flatminima.curvature.lanczos import LanczosResult, lanczos_eigenvalues
 from flatminima.curvature.linear_operator import LinearOperator, MatrixOperator, ScaledOperator
+from flatminima.curvature.pac_bayes import PacBayesSigma, jiang_pac_bayes_bounds, pac_bayes_sigma
 from flatminima.curvature.trace import (
     exact_scaled_trace,
     exact_trace,
@@ -24,26 +27,37 @@ from flatminima.curvature.trace import (
     hutchinson_trace,
     hutchpp_trace,
 )
+from flatminima.curvature.worst_case import WorstCaseSharpness, worst_case_sharpness
 
 __all__ = [
     "CurvatureWarning",
+    "EpsilonSharpness",
+    "EpsilonSharpnessObjective",
     "Estimate",
     "HessianOperator",
     "LanczosResult",
     "LinearOperator",
     "MatrixOperator",
+    "PacBayesSigma",
     "ScaledOperator",
     "SpectralDensity",
     "VectorEstimate",
+    "WorstCaseSharpness",
+    "epsilon_sharpness",
     "exact_hessian_diagonal",
     "exact_scaled_trace",
     "exact_squared_frobenius_norm",
     "exact_trace",
+    "gradient_variance",
     "hutchinson_hessian_diagonal",
     "hutchinson_scaled_trace",
     "hutchinson_squared_frobenius_norm",
     "hutchinson_trace",
     "hutchpp_trace",
+    "jiang_pac_bayes_bounds",
     "lanczos_eigenvalues",
     "lanczos_spectral_density",
+    "pac_bayes_sigma",
+    "path_norm",
+    "worst_case_sharpness",
 ]
