@@ -39,7 +39,7 @@ def test_lbfgsb_objective_passes_check_grad_and_ascends(subspace_dim) -> None:
 
 
 def test_full_space_sharpness_of_a_quadratic_is_the_box_corner() -> None:
-    """max over |y_i| <= eps (|x_i| + 1) of 0.5 sum h_i y_i^2 sits at a corner; a descending run would give 0."""
+    """The max over |y_i| <= eps (|x_i| + 1) of 0.5 sum h_i y_i^2 is a corner; descending would give 0."""
     center = torch.tensor([0.0, 2.0, -1.0, 0.5], dtype=torch.float64)
     curvature = torch.tensor([1.0, 3.0, 0.5, 2.0], dtype=torch.float64)
     H = _quadratic(center, curvature, offset=0.25)

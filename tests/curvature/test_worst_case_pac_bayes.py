@@ -59,7 +59,7 @@ def test_adaptive_l2_worst_case_uses_the_magnitude_scaled_ball() -> None:
 
 
 def test_adaptive_sharpness_is_invariant_to_factor_rescaling_and_plain_is_not() -> None:
-    """Dinh et al.: L -> cL, R -> R/c keeps the function; ASAM's adaptive sharpness (eta = 0) keeps its value."""
+    """Dinh et al.: L -> cL, R -> R/c keeps the function; ASAM's adaptive sharpness (eta = 0) too."""
     g = torch.Generator().manual_seed(3)
     L, R = (
         torch.randn(4, 2, generator=g, dtype=torch.float64),
