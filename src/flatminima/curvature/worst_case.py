@@ -7,8 +7,9 @@ t_w = |w| + eta (ASAM's magnitude-aware, scale-invariant neighbourhood; Kwon et 
 u = t_w * v, the maximization runs over v in the plain ball by projected gradient ascent with
 ``num_steps`` normalized steps of length ``step_size * rho`` (l2: along the gradient; l_inf: along its
 sign), from a random point of the ball's surface (l2) or of the box (l_inf), since at a minimizer
-the gradient vanishes. Every iterate is a feasible point, and the reported maximum is the best loss seen (and at least L(w)), so the estimate
-is a certified lower bound on S_rho. For small rho and p = 2, S_rho ~ rho^2 lambda_max / 2.
+the gradient vanishes. Every iterate is a feasible point, and the reported maximum is the best loss
+seen (and at least L(w)), so the estimate is a certified lower bound on S_rho. For small rho and
+p = 2, S_rho ~ rho^2 lambda_max / 2.
 
 References:
     P. Foret, A. Kleiner, H. Mobahi, B. Neyshabur. Sharpness-aware minimization for efficiently
