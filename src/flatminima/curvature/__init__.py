@@ -19,6 +19,7 @@ from flatminima.curvature.gradients import gradient_variance, path_norm
 from flatminima.curvature.hessian import HessianOperator
 from flatminima.curvature.lanczos import LanczosResult, lanczos_eigenvalues
 from flatminima.curvature.linear_operator import LinearOperator, MatrixOperator, ScaledOperator
+from flatminima.curvature.measure import MEASURES, MeasureRecord, MeasureTable, MeasureValue, measure
 from flatminima.curvature.pac_bayes import PacBayesSigma, jiang_pac_bayes_bounds, pac_bayes_sigma
 from flatminima.curvature.trace import (
     exact_scaled_trace,
@@ -37,7 +38,11 @@ __all__ = [
     "HessianOperator",
     "LanczosResult",
     "LinearOperator",
+    "MEASURES",
     "MatrixOperator",
+    "MeasureRecord",
+    "MeasureTable",
+    "MeasureValue",
     "PacBayesSigma",
     "ScaledOperator",
     "SpectralDensity",
@@ -57,6 +62,7 @@ __all__ = [
     "jiang_pac_bayes_bounds",
     "lanczos_eigenvalues",
     "lanczos_spectral_density",
+    "measure",
     "pac_bayes_sigma",
     "path_norm",
     "worst_case_sharpness",
