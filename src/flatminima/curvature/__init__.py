@@ -31,6 +31,7 @@ from flatminima.curvature.trace import (
 from flatminima.curvature.worst_case import WorstCaseSharpness, worst_case_sharpness
 
 __all__ = [
+    "MEASURES",
     "CurvatureWarning",
     "EpsilonSharpness",
     "EpsilonSharpnessObjective",
@@ -38,7 +39,6 @@ __all__ = [
     "HessianOperator",
     "LanczosResult",
     "LinearOperator",
-    "MEASURES",
     "MatrixOperator",
     "MeasureRecord",
     "MeasureTable",
