@@ -1,0 +1,187 @@
+"""The public operations behind the CLI: reproduce a named experiment, plot a store, export a store.
+
+``reproduce`` runs a reproduction's sweeps into a store (resuming whatever is already there), then writes
+``DIR/NAME.csv`` (one row per trial and method) and ``DIR/NAME.png`` from the store, and returns the
+summary table. ``plot_store`` draws one figure per sweep of any store; ``export_store`` writes a store
+to CSV or Parquet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from flatminima.errors import ConfigurationError
+from flatminima.experiments import figures
+from flatminima.experiments.executors import make_executor
+from flatminima.experiments.reproductions import Table, get_reproduction
+from flatminima.experiments.store import Store
+from flatminima.experiments.sweep import SweepResult, run_sweep
+
+if TYPE_CHECKING:
+    import pandas
+
+
+@dataclasses.dataclass(frozen=True)
+class ReproductionOutcome:
+    """What :func:`reproduce` wrote and measured."""
+
+    name: str
+    csv: Path
+    figure: Path
+    store: Path
+    table: Table
+    sweeps: tuple[SweepResult, ...]
+
+
+def _output_dir(out_dir: str | Path) -> Path:
+    path = Path(out_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ConfigurationError(
+            f"--out {str(path)!r}: cannot create the folder ({error.strerror or error})"
+        ) from None
+    return path
+
+
+def reproduce(
+    name: str,
+    *,
+    quick: bool = False,
+    out_dir: str | Path = "results",
+    store_path: str | Path | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    executor: Any = None,
+    progress: bool = True,
+) -> ReproductionOutcome:
+    """Run (or resume) the reproduction ``name`` and write its CSV, figure and summary.
+
+    Args:
+        name: a key of :data:`flatminima.experiments.reproductions.REPRODUCTIONS`.
+        quick: the small grid (<= 2 minutes on 2 cores).
+        out_dir: output folder (created).
+        store_path: the SQLite store (default ``out_dir/flatminima.sqlite``).
+        workers: local Dask worker processes (default: the CPU count).
+        scheduler: the address of an existing Dask scheduler instead of a local cluster.
+        executor: an executor object instead (e.g. ``InProcessExecutor()``).
+        progress: draw progress bars on stderr.
+
+    Returns:
+        A :class:`ReproductionOutcome`.
+
+    Raises:
+        ConfigurationError: unknown name, unwritable output or store, bad executor options.
+    """
+    reproduction = get_reproduction(name)
+    specs = reproduction.specs(quick)
+    out = _output_dir(out_dir)
+    store_file = Path(store_path) if store_path is not None else out / "flatminima.sqlite"
+    results = []
+    with Store(store_file) as store:
+        pending = sum(len({t.key for t in spec.trials()} - store.finished_keys()) for spec in specs)
+        owned = executor is None and pending > 0
+        if owned:
+            executor = make_executor(workers=workers, scheduler=scheduler)
+        try:
+            for spec in specs:
+                results.append(run_sweep(spec, store, executor=executor, progress=progress))
+        finally:
+            if owned:
+                executor.close()
+        frames = {spec.name: store.dataframe(spec.name) for spec in specs}
+    csv = out / f"{name}.csv"
+    _concat(frames).to_csv(csv, index=False)
+    png = reproduction.draw(frames, specs, out / f"{name}.png")
+    return ReproductionOutcome(
+        name, csv, png, store_file, reproduction.summarize(frames, specs), tuple(results)
+    )
+
+
+def _concat(frames: Mapping[str, pandas.DataFrame]) -> pandas.DataFrame:
+    import pandas
+
+    present = [f for f in frames.values() if len(f)]
+    return pandas.concat(present, ignore_index=True) if present else pandas.DataFrame()
+
+
+def draw_sweep(frame: pandas.DataFrame, spec: Mapping[str, Any], path: str | Path) -> Path | None:
+    """Draw one stored sweep by its ``figure`` hints (None when it has no grid to plot against)."""
+    grid = list(spec.get("grid", {}))
+    figure = dict(spec.get("figure", {}))
+    if not grid or frame.empty:
+        return None
+    x = figure.get("x", grid[0])
+    y = figure.get("y", grid[1] if len(grid) > 1 else None)
+    kind = figure.get("kind", "success")
+    title = spec.get("description") or spec["name"]
+    caption = figures.grid_caption(spec)
+    if kind == "success" and y is not None:
+        return figures.success_heatmaps(frame, x=x, y=y, title=title, caption=caption, path=path)
+    if kind == "regularity" and y is not None:
+        problem = str(spec["problem"]["name"])
+        return figures.regularity_heatmaps(
+            {problem: frame}, x=x, ys={problem: y}, title=title, caption=caption, path=path
+        )
+    panels = [("success", "mean", "success frequency")]
+    if kind == "hadamard":
+        panels += [("nonzeros", "median", "median nonzeros"), ("error", "median", "median error")]
+    elif kind == "deep" and "trace_ratio" in frame:
+        panels += [("trace_ratio", "mean", "trace / closed form")]
+    elif "error" in frame:
+        panels += [("error", "median", "median error")]
+    return figures.line_panels(
+        frame, x=x, panels=panels, title=title, caption=caption, path=path, log_scale=("error",)
+    )
+
+
+def plot_store(store_path: str | Path, out_dir: str | Path) -> list[Path]:
+    """Draw every sweep of a store into ``out_dir`` (``<sweep name with / as __>.png``)."""
+    out = _output_dir(out_dir)
+    paths = []
+    with Store(store_path, create=False) as store:
+        for name in store.sweeps():
+            spec = store.sweep_spec(name)
+            if spec is None:
+                continue
+            path = draw_sweep(store.dataframe(name), spec, out / f"{name.replace('/', '__')}.png")
+            if path is not None:
+                paths.append(path)
+    return paths
+
+
+def export_store(store_path: str | Path, out: str | Path, *, sweep: str | None = None) -> tuple[Path, int]:
+    """Write the store's trials (one row each) to ``out``: ``.csv`` or ``.parquet`` (needs pyarrow).
+
+    Returns:
+        (path, number of rows).
+
+    Raises:
+        ConfigurationError: missing store, unknown suffix or sweep, unwritable file, no Parquet engine.
+    """
+    path = Path(out)
+    suffix = path.suffix.lower()
+    if suffix not in (".csv", ".parquet"):
+        raise ConfigurationError(f"--out {str(path)!r}: must end in .csv or .parquet")
+    with Store(store_path, create=False) as store:
+        if sweep is not None and sweep not in store.sweeps():
+            raise ConfigurationError(
+                f"--sweep {sweep!r}: not in the store; stored: {', '.join(store.sweeps()) or 'none'}"
+            )
+        frame = store.dataframe(sweep)
+    try:
+        if suffix == ".csv":
+            frame.to_csv(path, index=False)
+        else:
+            for column in frame.columns[frame.dtypes.map(lambda t: t.kind == "O")]:  # one type per column
+                if frame[column].map(type).nunique(dropna=True) > 1:
+                    frame[column] = frame[column].map(lambda v: v if v is None else str(v))
+            frame.to_parquet(path, index=False)
+    except ImportError as error:
+        raise ConfigurationError(f"Parquet export needs pyarrow: pip install pyarrow ({error})") from None
+    except OSError as error:
+        raise ConfigurationError(f"--out {str(path)!r}: cannot write ({error.strerror or error})") from None
+    return path, len(frame)
