@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from objective_cases import CASES, assert_close, assert_tuple_close, matrix_instance
 
+from flatminima.errors import InputDataError
 from flatminima.objectives import (
     BilinearFactorization,
     DeepFactorization,
@@ -15,6 +16,7 @@ from flatminima.objectives import (
     RobustPCALoss,
     SymmetricFactorization,
     balanced_hadamard_factors,
+    deep_flat_factors,
     deep_trace_lower_bound,
     hadamard_flat_penalty,
 )
@@ -223,6 +225,43 @@ def test_deep_trace_lower_bound_attained_at_depth_two_for_any_rank(generator: to
     objective = DeepFactorization(_identity_instance(E), depth=2, widths=3)
     assert float(objective.value(params)) < 1e-28
     assert_close(objective.hessian_trace(params), 2 / 12 * deep_trace_lower_bound(E, 2))
+
+
+@pytest.mark.parametrize("depth", [1, 2, 3, 4])
+@pytest.mark.parametrize("rank", [1, 2, 3])
+def test_deep_flat_factors_attain_the_bound_at_every_rank(
+    depth: int, rank: int, generator: torch.Generator
+) -> None:
+    # The Gatmiry et al. bound is a minimum, not only an infimum: explicit factors attain it.
+    E = torch.randn(4, rank, generator=generator, dtype=F64) @ torch.randn(
+        rank, 3, generator=generator, dtype=F64
+    )
+    widths = (rank + 1,) * (depth - 1)
+    params = deep_flat_factors(E, depth, widths)
+    objective = DeepFactorization(_identity_instance(E), depth=depth, widths=widths)
+    assert float(objective.value(params)) < 1e-28
+    assert_close(objective.hessian_trace(params), 2 / 12 * deep_trace_lower_bound(E, depth))
+    # the layers are not the "balanced" S^(1/N) factorization for N >= 3: that one is strictly sharper
+    if depth >= 3 and rank >= 2:
+        U, S, Vh = torch.linalg.svd(E, full_matrices=False)
+        root = S[:rank] ** (1 / depth)
+        balanced = [root[:, None] * Vh[:rank]]
+        balanced += [torch.diag(root) for _ in range(depth - 2)]
+        balanced += [U[:, :rank] * root]
+        sharper = DeepFactorization(_identity_instance(E), depth=depth, widths=rank)
+        assert float(sharper.value(tuple(balanced))) < 1e-26
+        assert float(sharper.hessian_trace(tuple(balanced))) > float(objective.hessian_trace(params)) * (
+            1 + 1e-3
+        )
+
+
+def test_deep_flat_factors_defaults_and_errors() -> None:
+    E = torch.diag(torch.tensor([2.0, 1.0, 0.0], dtype=F64))
+    assert [tuple(W.shape) for W in deep_flat_factors(E, 3)] == [(2, 3), (2, 2), (3, 2)]
+    zero = deep_flat_factors(torch.zeros(3, 2, dtype=F64), 2)
+    assert [float(W.abs().sum()) for W in zero] == [0.0, 0.0]
+    with pytest.raises(InputDataError, match=r"widths must be >= rank E = 2; got widths=\(1,\)\."):
+        deep_flat_factors(E, 2, 1)
 
 
 @pytest.mark.parametrize("depth", [3, 4])

@@ -23,7 +23,7 @@ References:
 from flatminima.objectives.autograd import AutogradObjective
 from flatminima.objectives.base import Objective, Params, check_params
 from flatminima.objectives.bilinear import BilinearFactorization
-from flatminima.objectives.deep import DeepFactorization, deep_trace_lower_bound
+from flatminima.objectives.deep import DeepFactorization, deep_flat_factors, deep_trace_lower_bound
 from flatminima.objectives.diagnostics import (
     balancedness,
     kappa,
@@ -51,6 +51,7 @@ __all__ = [
     "balanced_hadamard_factors",
     "balancedness",
     "check_params",
+    "deep_flat_factors",
     "deep_trace_lower_bound",
     "hadamard_flat_penalty",
     "kappa",

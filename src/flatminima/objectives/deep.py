@@ -270,10 +270,10 @@ def deep_trace_lower_bound(E: torch.Tensor, depth: int) -> torch.Tensor:
         sum_{l=1}^N ||W_N ... W_{l+1}||_F^2 ||W_{l-1} ... W_1||_F^2 >= N (d_0 d_N)^{1/N} ||E||_*^{2(N-1)/N}.
 
     Proof: the l = N and l = 1 terms carry ||I_{d_N}||_F^2 = d_N and ||I_{d_0}||_F^2 = d_0; AM-GM over the
-    N terms and ||P_l||_F ||Q_{l+1}||_F >= ||P_l Q_{l+1}||_* = ||E||_* give the bound. It is attained for
-    N = 2 (any E: rescaled balanced SVD factors) and for rank-one E at every depth (one channel with
-    |W_N| = sqrt(d_N) c, inner gains c, |W_1| = sqrt(d_0) c, c^N sqrt(d_0 d_N) = ||E||); for rank >= 2
-    and N >= 3 it is a lower bound, not necessarily attained.
+    N terms and ||P_l||_F ||Q_{l+1}||_F >= ||P_l Q_{l+1}||_* = ||E||_* give the bound. It is the minimum:
+    :func:`deep_flat_factors` attains it for every E and every depth (all N terms equal, and each pair
+    (P_l, Q_{l+1}) a balanced factorization of E). The optimal inner layers are scaled partial isometries,
+    so the optimum is not the "balanced" factorization with S^{1/N} in every layer for N >= 3.
 
     For :class:`DeepFactorization` with the identity operator (m = d_0 d_N and the (1/m) normalization),
     the left-hand side times 2/m is exactly ``hessian_trace``, so hessian_trace >= (2/m) times this bound.
@@ -303,3 +303,60 @@ def deep_trace_lower_bound(E: torch.Tensor, depth: int) -> torch.Tensor:
     d_N, d_0 = E.shape
     nuclear = torch.linalg.matrix_norm(E, ord="nuc")
     return N * float(d_0 * d_N) ** (1.0 / N) * nuclear ** (2.0 * (N - 1) / N)
+
+
+def deep_flat_factors(E: torch.Tensor, depth: int, widths: Sequence[int] | int | None = None) -> Params:
+    r"""Return the factorization of E that minimizes sum_l ||P_l||_F^2 ||Q_l||_F^2 (Gatmiry et al. 2023).
+
+    With the compact SVD E = U S V^T of rank r, c = ||E||_* = tr S and beta = (c / sqrt(d_0 d_N))^{1/N}:
+    W_N = beta sqrt(d_N / c) U S^{1/2}, inner layers beta I_r, W_1 = beta sqrt(d_0 / c) S^{1/2} V^T, each
+    zero-padded to the widths. Every term of the sum then equals (d_0 d_N)^{1/N} c^{2(N-1)/N}, so the sum
+    equals :func:`deep_trace_lower_bound`: for the identity operator these are the flattest (minimal
+    Hessian trace) zero-loss parameters of :class:`DeepFactorization`.
+
+    Args:
+        E: the (d_N, d_0) matrix to factor.
+        depth: N >= 1.
+        widths: the inner sizes (each >= rank E), or one integer; default rank E.
+
+    Returns:
+        (W_1, ..., W_N) with W_N ... W_1 = E (dtype and device of E).
+
+    Raises:
+        InputDataError: if a width is smaller than rank E, or as :class:`DeepFactorization` for bad
+            ``depth`` / ``widths``.
+
+    Example:
+        >>> E = torch.diag(torch.tensor([2.0, 1.0, 0.0], dtype=torch.float64))
+        >>> W = deep_flat_factors(E, 3)
+        >>> bool(torch.allclose(W[2] @ W[1] @ W[0], E))
+        True
+    """
+    check_tensor("E", E, shape=(None, None))
+    N = check_int_in_range("depth", depth, low=1)
+    U, S, Vh = torch.linalg.svd(E, full_matrices=False)
+    tolerance = float(S.max()) * max(E.shape) * torch.finfo(E.dtype).eps if S.numel() else 0.0
+    rank = int(S.gt(tolerance).sum())
+    inner = _check_widths(N, max(rank, 1) if widths is None else widths)
+    if any(w < rank for w in inner):
+        raise InputDataError(f"widths must be >= rank E = {rank}; got widths={inner}.")
+    if N == 1:
+        return (E.clone(),)
+    d_N, d_0 = E.shape
+    U, S, Vh = U[:, :rank], S[:rank], Vh[:rank]
+    nuclear = S.sum()
+    if rank == 0:
+        dims = (d_0, *inner, d_N)
+        return tuple(E.new_zeros(dims[l + 1], dims[l]) for l in range(N))
+    beta = (nuclear / (d_0 * d_N) ** 0.5) ** (1.0 / N)
+    root = S.sqrt()
+    W_last = E.new_zeros(d_N, inner[-1])
+    W_last[:, :rank] = beta * (d_N / nuclear).sqrt() * U * root
+    W_first = E.new_zeros(inner[0], d_0)
+    W_first[:rank] = beta * (d_0 / nuclear).sqrt() * root.unsqueeze(-1) * Vh
+    middle = []
+    for l in range(1, N - 1):
+        W = E.new_zeros(inner[l], inner[l - 1])
+        W[:rank, :rank] = beta * torch.eye(rank, dtype=E.dtype, device=E.device)
+        middle.append(W)
+    return (W_first, *middle, W_last)
