@@ -16,6 +16,7 @@ from flatminima.objectives import (
     DeepFactorization,
     HadamardFactorization,
     SymmetricFactorization,
+    balanced_hadamard_factors,
     balancedness,
     deep_trace_lower_bound,
     hadamard_flat_penalty,
@@ -242,6 +243,12 @@ def test_free_function_errors() -> None:
         deep_trace_lower_bound(torch.ones(3, dtype=F64), 2)
     with pytest.raises(InputDataError, match=r"depth must be >= 1; got depth=0\."):
         deep_trace_lower_bound(L, 0)
+    with pytest.raises(
+        InputDataError, match=r"reference must have shape \(3, 3\); got reference.shape=\(3, 2\)\."
+    ):
+        norm_gap(L, L, L)
+    with pytest.raises(InputDataError, match=r"x must have shape \(\*\); got x.shape=\(3, 2\)\."):
+        balanced_hadamard_factors(L, depth=2)
     with pytest.raises(InputDataError, match=r"scales must have shape \(3\); got scales.shape=\(2,\)\."):
         hadamard_flat_penalty(torch.ones(3, dtype=F64), depth=2, scales=torch.ones(2, dtype=F64))
 
