@@ -1,0 +1,24 @@
+"""Every docstring example of flatminima.curvature runs and prints what it shows."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import pkgutil
+
+import pytest
+
+import flatminima.curvature
+
+MODULES = sorted(
+    name for _, name, _ in pkgutil.iter_modules(flatminima.curvature.__path__, prefix="flatminima.curvature.")
+)
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_docstring_examples(name: str) -> None:
+    module = importlib.import_module(name)
+    result = doctest.testmod(
+        module, optionflags=doctest.NORMALIZE_WHITESPACE, extraglobs={"torch": __import__("torch")}
+    )
+    assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name}"
