@@ -48,11 +48,17 @@ def check_entropy_hyperparameters(
     gamma_max: Any,
     thermal_noise: Any,
     averaging: Any,
+    step_names: tuple[str, str] = ("step_size", "inner_step_size"),
 ) -> dict[str, Any]:
-    """Validate the Entropy-SGD hyperparameters and return them as a dict (floats/ints)."""
+    """Validate the Entropy-SGD hyperparameters and return them as a dict (floats/ints).
+
+    ``step_names`` are the argument names of the two steps in messages (``("lr", "inner_lr")`` for the
+    optimizer).
+    """
+    outer, inner = step_names
     values: dict[str, Any] = {
-        "step_size": check_real("step_size", step_size, low=0.0, low_open=True),
-        "inner_step_size": check_real("inner_step_size", inner_step_size, low=0.0, low_open=True),
+        "step_size": check_real(outer, step_size, low=0.0, low_open=True),
+        "inner_step_size": check_real(inner, inner_step_size, low=0.0, low_open=True),
         "inner_steps": check_int_in_range("inner_steps", inner_steps, low=1),
         "gamma": check_real("gamma", gamma, low=0.0, low_open=True),
         "scoping": check_real("scoping", scoping, low=0.0),
@@ -143,6 +149,7 @@ class EntropySGD(torch.optim.Optimizer):
             gamma_max=gamma_max,
             thermal_noise=thermal_noise,
             averaging=averaging,
+            step_names=("lr", "inner_lr"),
         )
         defaults = {
             "lr": values["step_size"],

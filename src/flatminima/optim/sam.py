@@ -114,13 +114,14 @@ class SAM(torch.optim.Optimizer):
 
     * closure: ``sam.step(closure)``, where ``closure`` clears the gradients, computes the loss on the
       *same* minibatch and calls ``backward`` (it is called twice);
-    * two calls: ``loss.backward(); sam.first_step(zero_grad=True); loss_fn().backward();
-      sam.second_step(zero_grad=True)``;
-    * mixed precision with a ``GradScaler``: ``scaler.scale(loss).backward(); sam.first_step(zero_grad=True)``
-      (do **not** unscale first: eps is invariant to the scale); ``scaler.scale(loss2).backward();
-      sam.restore(); scaler.step(sam); scaler.update()``. ``scaler.step`` unscales the perturbed-point
-      gradients once and skips the step on inf/NaN, after ``restore`` so the weights are never left
-      perturbed.
+    * two calls: ``sam.zero_grad(); loss.backward(); sam.first_step(zero_grad=True);
+      loss_fn().backward(); sam.second_step(zero_grad=True)``;
+    * mixed precision with a ``GradScaler``: ``sam.zero_grad(); scaler.scale(loss).backward();
+      sam.first_step(zero_grad=True)`` (do **not** unscale first: eps is invariant to the scale);
+      ``scaler.scale(loss2).backward(); sam.restore(); scaler.step(sam); scaler.update()``.
+      ``scaler.step`` unscales the perturbed-point gradients once and skips the step on inf/NaN, after
+      ``restore`` so the weights are never left perturbed. (Calling ``scaler.unscale_(sam)`` before
+      ``first_step`` would make ``scaler.step`` skip unscaling the second gradients.)
 
     BatchNorm: pass ``model=`` and the layers of ``model`` that track running statistics stop tracking
     between ``first_step`` and ``restore``/``second_step``, so the perturbed forward pass uses batch

@@ -31,7 +31,7 @@ def _series(
 ) -> dict[str, tuple[list[int], list[float]]]:
     out: dict[str, tuple[list[int], list[float]]] = {}
     for row in rows:
-        if row["setting"] != setting or row["init"] != init:
+        if row["setting"] != setting or row["init"] != init or row["status"] == "diverged":
             continue
         xs, ys = out.setdefault(str(row["algorithm"]), ([], []))
         xs.append(int(row["num_measurements"]))
@@ -39,12 +39,20 @@ def _series(
     return out
 
 
+#: display ranges (values outside are drawn at the edge with a triangle marker).
+LIMITS = {"str_ratio": (0.5, 20.0), "recovery_error": (1e-4, 10.0)}
+MARKERS = "osD^v<>pP*Xh"
+
+
 def plot_study(rows: Sequence[Row], trajectories: Sequence[Row], path: Path) -> Path:
     """Draw the study's figure: str ratio and recovery error against m per init, and str along training.
 
     Panels: for each init scale, (str ratio vs m) and (recovery error vs m) for sensing, the flat / NNM
-    references as black lines; last column: str ratio along training of GD, SAM (full batch and
-    minibatch) and label-noise SGD at the largest m with the large init, and for the quadratic network.
+    references as black lines; values outside the display range (a run trapped at the origin has
+    str ratio ~ 0; the convex solutions recover to ~1e-15) are drawn at the edge with a triangle;
+    diverged runs are omitted (the CSV keeps them). Last column: str ratio along training of GD, SAM
+    (full batch and minibatch) and label-noise SGD at the largest m with the large init, and for the
+    quadratic network.
     """
     import matplotlib
 
@@ -54,32 +62,66 @@ def plot_study(rows: Sequence[Row], trajectories: Sequence[Row], path: Path) -> 
     sensing = [r for r in rows if r["setting"] == "sensing"]
     inits = [i for i in dict.fromkeys(r["init"] for r in sensing) if i != "-"]
     n_rows = max(1, len(inits))
-    fig, axes = plt.subplots(n_rows, 3, figsize=(17, 4.6 * n_rows), squeeze=False)
+    fig, axes = plt.subplots(n_rows, 3, figsize=(18, 4.8 * n_rows), squeeze=False)
     cmap = plt.get_cmap("tab20")
     algorithms = [a for a in dict.fromkeys(r["algorithm"] for r in sensing) if a not in ("flat", "nnm")]
-    colors = {a: cmap(i % 20) for i, a in enumerate(algorithms)}
+    style = {a: (cmap((2 * i) % 20 + (i // 10)), MARKERS[i % len(MARKERS)]) for i, a in enumerate(algorithms)}
     d = sensing[0]["dim"] if sensing else "?"
     for i, init in enumerate(inits):
         for j, (key, label) in enumerate(
             (("str_ratio", "scaled trace / flat"), ("recovery_error", "||X - M|| / ||M||"))
         ):
             ax = axes[i][j]
+            low, high = LIMITS[key]
             for algorithm, (xs, ys) in _series(sensing, "sensing", init, key).items():
-                ax.plot(xs, ys, marker="o", ms=3, lw=1, label=algorithm, color=colors.get(algorithm))
-            for ref, style in (("flat", "k-"), ("nnm", "k--")):
+                color, marker = style.get(algorithm, ("gray", "o"))
+                shown = [min(max(y, low), high) for y in ys]
+                ax.plot(xs, shown, marker=marker, ms=4, lw=1, label=algorithm, color=color)
+                for x, y in zip(xs, ys, strict=True):
+                    if not low <= y <= high:
+                        ax.plot(
+                            [x], [low if y < low else high], marker="v" if y < low else "^", ms=9, color=color
+                        )
+            for ref, line in (("flat", "k-"), ("nnm", "k--")):
                 xs, ys = _series(sensing, "sensing", "-", key).get(ref, ([], []))
-                ax.plot(xs, ys, style, lw=2, label=f"{ref} (convex)")
+                ax.plot(xs, [min(max(y, low), high) for y in ys], line, lw=2, label=f"{ref} (convex)")
             ax.set_yscale("log")
+            ax.set_ylim(low / 1.2, high * 1.2)
             ax.set_xlabel("m (measurements)")
             ax.set_ylabel(label)
             ax.set_title(f"sensing d={d}, init '{init}': {label}")
-            ax.grid(True, which="both", alpha=0.3)
+            _tidy(ax)
     axes[0][0].legend(fontsize=7, ncol=2)
     _plot_trajectories(axes, trajectories, inits)
+    fig.suptitle(_caption(rows), fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _tidy(ax: Any) -> None:
+    """Major grid lines only and no minor tick labels (log-axis minor labels are slow to typeset)."""
+    from matplotlib.ticker import NullFormatter
+
+    ax.grid(True, which="major", alpha=0.3)
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _caption(rows: Sequence[Row]) -> str:
+    sensing = [r for r in rows if r["setting"] == "sensing"]
+    if not sensing:
+        return "flat-algorithms study"
+    first = sensing[0]
+    ms = sorted({int(r["num_measurements"]) for r in sensing})
+    scales = {r["init"]: r["init_scale"] for r in sensing if r["init"] != "-"}
+    iterations = max(int(r["iterations"]) for r in sensing)
+    return (
+        f"Gaussian sensing d = {first['dim']}, rank {first['rank']}, width k = d, m in {ms}; "
+        f"init scales {scales}; {iterations} iterations (Entropy-SGD: the same number of gradients); "
+        "triangles: off-scale values; diverged runs omitted"
+    )
 
 
 def _plot_trajectories(axes: Any, trajectories: Sequence[Row], inits: list[str]) -> None:
@@ -106,8 +148,8 @@ def _plot_trajectories(axes: Any, trajectories: Sequence[Row], inits: list[str])
         ax.set_yscale("log")
         ax.set_xlabel("iteration")
         ax.set_ylabel("scaled trace / flat")
-        ax.set_title(f"{setting}, m={m}, init '{init}': along training")
-        ax.grid(True, which="both", alpha=0.3)
+        ax.set_title(f"{setting}, m={m}, init '{init}': scaled trace along training")
+        _tidy(ax)
         ax.legend(fontsize=7)
     for row_index in range(len(settings), len(axes)):
         axes[row_index][2].axis("off")
@@ -128,6 +170,9 @@ def summary_table(rows: Sequence[Row], *, setting: str = "sensing", init: str | 
                 cells.append("-")
                 continue
             r = match[0]
+            if r["status"] == "diverged":
+                cells.append("diverged")
+                continue
             cells.append(f"{r['str_ratio']:.3f} / {r['recovery_error']:.1e} / {r['final_loss']:.0e}")
         lines.append(f"| {algorithm} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

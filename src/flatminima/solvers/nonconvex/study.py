@@ -85,6 +85,7 @@ class StudyConfig:
             steps).
         qnet_step_factor: the step sizes of the quadratic network are this times those of sensing (its
             Hessian is larger: E<x x^T, S>^2 = 2||S||_F^2 + tr(S)^2).
+        records: history records per run (the trajectories).
         seed: the root seed.
     """
 
@@ -98,8 +99,9 @@ class StudyConfig:
     init_scales: Mapping[str, float] = dataclasses.field(
         default_factory=lambda: {"small": 1e-3, "large": 0.1}
     )
-    iterations: int = 3000
+    iterations: int = 2500
     qnet_step_factor: float = 0.2
+    records: int = 50
     seed: int = 0
 
     @classmethod
@@ -115,6 +117,7 @@ class StudyConfig:
             qnet_measurements=30,
             init_scales={"small": 1e-3, "large": 0.2},
             iterations=200,
+            records=10,
         )
 
 
@@ -124,11 +127,12 @@ def algorithm_suite(
     step_factor: float = 1.0,
     *,
     large_step: float | None = None,
+    records: int = 50,
 ) -> dict[str, NonconvexSolver]:
     """The algorithms and hyperparameters of the study (label -> configured solver).
 
     Step sizes are those of a sensing problem with ||M||_F = 1 times ``step_factor``; minibatches are
-    b = m / 5; every solver records about 50 history points. ``large_step`` is the step of large-step
+    b = m / 5; every solver records about ``records`` history points. ``large_step`` is the step of large-step
     GD (default 3.5 times the GD step); the study sets it to 1.8 / lambda_max(flat solution), just below
     the largest step at which GD can still converge to the flat solution.
     """
@@ -136,13 +140,13 @@ def algorithm_suite(
     eta = 0.1 * step_factor
     eta_sgd = 0.05 * step_factor
     n = iterations
-    common: dict[str, Any] = {"max_iterations": n, "record_every": max(1, n // 50)}
+    common: dict[str, Any] = {"max_iterations": n, "record_every": max(1, n // records)}
     eta_large = 3.5 * eta if large_step is None else large_step
     return {
         "gd": GradientDescent(step_size=eta, **common),
         "gd_momentum": GradientDescent(step_size=eta / 5, momentum=0.9, **common),
         "large_step_gd": LargeStepGradientDescent(
-            step_size=eta_large, warmup_iterations=n // 20, power_iterations=10, **common
+            step_size=eta_large, warmup_iterations=n // 10, power_iterations=10, **common
         ),
         "sgd": StochasticGradientDescent(step_size=eta_sgd, batch_size=b, **common),
         "sam": SharpnessAwareMinimization(rho=0.1, step_size=eta, **common),
@@ -152,14 +156,14 @@ def algorithm_suite(
         ),
         "entropy_sgd": EntropySGD(
             step_size=1.0,
-            inner_step_size=eta,
-            inner_steps=10,
-            gamma=0.3,
-            thermal_noise=1e-2,
+            inner_step_size=eta_sgd,
+            inner_steps=5,
+            gamma=1.0,
+            thermal_noise=1e-3,
             averaging=0.75,
             batch_size=b,
-            max_iterations=max(1, n // 10),
-            record_every=max(1, n // 500),
+            max_iterations=max(1, n // 5),
+            record_every=max(1, n // (5 * records)),
         ),
         "label_noise_sgd": LabelNoiseSGD(
             step_size=eta_sgd, noise_level=1.0, batch_size=b, anneal_iterations=n // 5, **common
@@ -206,7 +210,9 @@ def run_setting(
             }
         )
     trajectories: list[Row] = []
-    suite = algorithm_suite(m, config.iterations, step_factor, large_step=1.8 / flat_sharpness)
+    suite = algorithm_suite(
+        m, config.iterations, step_factor, large_step=1.8 / flat_sharpness, records=config.records
+    )
     for init_label, scale in config.init_scales.items():
         streams = child_generators(config.seed, f"{setting}/m={m}/init={init_label}")
         init = objective.random_params(generator=streams[f"{setting}/m={m}/init={init_label}"], scale=scale)
