@@ -98,7 +98,7 @@ def test_hutchinson_autograd_hvps(benchmark, setting, batched: bool) -> None:  #
         hutchinson_trace,
         args=(objective, params),
         kwargs={"generator": generator, "batched": batched},
-        rounds=3,
+        rounds=2 if not batched else 3,
         iterations=1,
     )
     exact = float(objective.hessian_trace(params))

@@ -213,6 +213,10 @@ def test_autograd_objective_errors() -> None:
         r"torch.float32\.",
     ):
         free.value((torch.ones(2, dtype=F64), torch.ones(2, dtype=torch.float32)))
+    with pytest.raises(
+        InputDataError, match=r"params\[1\] \(y\) must be on the device of params\[0\] \(x\), cpu; got meta\."
+    ):
+        free.value((torch.ones(2, dtype=F64), torch.ones(2, dtype=F64, device="meta")))
 
 
 # ---- free functions -----------------------------------------------------------------------------

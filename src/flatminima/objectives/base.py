@@ -94,17 +94,19 @@ def check_params(
             )
     want_dtype = dtype if dtype is not None else params[0].dtype
     want_device = device if device is not None else params[0].device
-    owner = "the objective" if dtype is not None else f"{label}[0] ({names[0]})"
+    first = f"{label}[0] ({names[0]})"
+    dtype_owner = "the objective" if dtype is not None else first
+    device_owner = "the objective" if device is not None else first
     for index, (value, name) in enumerate(zip(params, names, strict=True)):
         where = f"{label}[{index}] ({name})"
         if value.dtype != want_dtype:
             raise InputDataError(
-                f"{where} must have the dtype of {owner}, {want_dtype}; got {value.dtype}. Convert the "
+                f"{where} must have the dtype of {dtype_owner}, {want_dtype}; got {value.dtype}. Convert the "
                 "parameters or move the instance with instance.to(dtype=...)."
             )
         if value.device != want_device:
             raise InputDataError(
-                f"{where} must be on the device of {owner}, {want_device}; got {value.device}."
+                f"{where} must be on the device of {device_owner}, {want_device}; got {value.device}."
             )
     if finite:
         for index, (value, name) in enumerate(zip(params, names, strict=True)):
