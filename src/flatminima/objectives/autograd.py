@@ -74,7 +74,8 @@ class AutogradObjective(Objective):
         60.0
 
     References:
-        R. Dangel, F. Kunstner, et al. curvlinops (dense torch.func references for curvature tests).
+        F. Dangel et al. curvlinops: linear operators for curvature matrices in PyTorch (its tests
+        compare against dense torch.func Hessians in the same way).
     """
 
     def __init__(
