@@ -8,23 +8,26 @@ from curvature_cases import bilinear_case, dense_hessian, mlp_case
 from torch import nn
 
 from flatminima.curvature import HessianOperator, MatrixOperator
-from flatminima.errors import InputDataError, InputTypeError
+from flatminima.errors import ConfigurationError, InputDataError, InputTypeError
 
 
-def test_closure_operator_matches_dense_hessian() -> None:
+@pytest.mark.parametrize("ad_mode", ["reverse", "forward"])
+def test_closure_operator_matches_dense_hessian(ad_mode) -> None:
     case = mlp_case(0)
-    H = HessianOperator(case.loss, case.params())
+    H = HessianOperator(case.loss, case.params(), ad_mode=ad_mode)
+    assert H.ad_mode == ad_mode
     expected = dense_hessian(case.loss, case.params())
     torch.testing.assert_close(H.dense(), expected, rtol=1e-10, atol=1e-12)
     assert H.size == expected.shape[0]
     assert H.dtype == torch.float64
 
 
-def test_model_operator_averages_over_the_whole_dataset() -> None:
+@pytest.mark.parametrize("ad_mode", ["reverse", "forward"])
+def test_model_operator_averages_over_the_whole_dataset(ad_mode) -> None:
     case = mlp_case(1, n=31)
     # unequal batches: the batch losses must be weighted by their sizes
     H = HessianOperator.from_model(
-        case.net, nn.functional.cross_entropy, case.batches([10, 20, 1]), mode="eval"
+        case.net, nn.functional.cross_entropy, case.batches([10, 20, 1]), mode="eval", ad_mode=ad_mode
     )
     expected = dense_hessian(case.loss, case.params())
     torch.testing.assert_close(H.dense(), expected, rtol=1e-10, atol=1e-12)
@@ -167,6 +170,11 @@ class _Bad:
         ),
         (lambda: HessianOperator.from_objective(_Bad(), (torch.ones(2),)), InputTypeError, "value"),
         (lambda: HessianOperator.from_model("net", nn.functional.mse_loss, []), InputTypeError, "nn.Module"),
+        (
+            lambda: HessianOperator(lambda p: p["x"].sum(), {"x": torch.ones(2)}, ad_mode="backward"),
+            ConfigurationError,
+            "ad_mode must be 'reverse' or 'forward'; got ad_mode='backward'",
+        ),
     ],
 )
 def test_construction_errors(build, error, match) -> None:

@@ -53,7 +53,7 @@ def hutchinson_hessian_diagonal(
     generator: torch.Generator | None = None,
     distribution: str = "rademacher",
     min_probes: int = 10,
-    batch_size: int = 10,
+    batch_size: int = 32,
 ) -> VectorEstimate:
     """Estimate diag(H) by (1/N) sum_j z_j * (H z_j) with entrywise standard errors.
 

@@ -41,7 +41,7 @@ def hutchinson_squared_frobenius_norm(
     distribution: str = "rademacher",
     rtol: float | None = None,
     min_probes: int = 10,
-    batch_size: int = 10,
+    batch_size: int = 32,
 ) -> Estimate:
     """Estimate ||H||_F^2 by the mean of ||H z_j||^2 with its standard error.
 

@@ -1,9 +1,10 @@
 """The Hessian of any PyTorch loss as a matrix-free linear operator over (a group of) its parameters.
 
-H = grad^2 L(w) at the point w, applied to vectors by forward-over-reverse automatic differentiation,
-H v = d/dt grad L(w + t v) |_{t=0} (``torch.func.jvp`` of ``torch.func.grad``), and to blocks of vectors
-by ``torch.func.vmap`` over the tangents, so b Hessian-vector products share one primal pass and turn
-matrix-vector work into matrix-matrix work. Three sources:
+H = grad^2 L(w) at the point w, applied to vectors by automatic differentiation of the gradient: by
+default reverse over reverse, H v = (d grad L(w))^T v (``torch.func.vjp`` of ``torch.func.grad``, exact
+because H is symmetric), or forward over reverse, H v = d/dt grad L(w + t v) |_{t=0} (``torch.func.jvp``
+of ``torch.func.grad``); blocks of vectors go through ``torch.func.vmap``, so b Hessian-vector products
+share one gradient pass and turn matrix-vector work into matrix-matrix work. Three sources:
 
 * a loss closure ``loss(params) -> scalar`` over a dict of named tensors (:class:`HessianOperator`);
 * a model, a loss function and a dataset, averaged exactly over every example, in an explicit train or
@@ -30,7 +31,7 @@ from torch import nn
 from flatminima.curvature._model import ModelSource
 from flatminima.curvature._sources import Params, check_params, model_parts, objective_parts
 from flatminima.curvature.linear_operator import LinearOperator
-from flatminima.errors import InputDataError, InputTypeError
+from flatminima.errors import ConfigurationError, InputDataError, InputTypeError
 
 LossClosure = Callable[[Params], torch.Tensor]
 GroupLevel = str
@@ -44,6 +45,11 @@ class HessianOperator(LinearOperator):
         params: the point w, a mapping from names to floating tensors of one dtype and device; every
             tensor is a variable (use :meth:`select` to restrict).
         vectorize: apply blocks of vectors with ``torch.func.vmap`` (fall back to a loop when False).
+        ad_mode: how Hessian-vector products are differentiated: "reverse" (default; reverse over
+            reverse, H v = vjp of the gradient, using the symmetry of H) or "forward" (forward over
+            reverse, jvp of the gradient). Both are exact; on torch 2.13 (CPU) forward mode copies
+            large constant matrices of the loss (e.g. a sensing operator) at every call, which made it
+            2-3x slower in the benchmarks (benchmarks/README.md).
 
     Raises:
         InputTypeError: if ``loss`` is not callable or a parameter is not a floating tensor.
@@ -58,7 +64,12 @@ class HessianOperator(LinearOperator):
     """
 
     def __init__(
-        self, loss: LossClosure, params: Mapping[str, torch.Tensor], *, vectorize: bool = True
+        self,
+        loss: LossClosure,
+        params: Mapping[str, torch.Tensor],
+        *,
+        vectorize: bool = True,
+        ad_mode: str = "reverse",
     ) -> None:
         if not callable(loss):
             raise InputTypeError(f"loss must be callable; got {type(loss).__name__}.")
@@ -72,6 +83,7 @@ class HessianOperator(LinearOperator):
             closed_grad=None,
             source=None,
             vectorize=vectorize,
+            ad_mode=ad_mode,
         )
         self._check_loss()
 
@@ -86,6 +98,7 @@ class HessianOperator(LinearOperator):
         mode: str | None = None,
         generator: torch.Generator | None = None,
         vectorize: bool = True,
+        ad_mode: str = "reverse",
     ) -> HessianOperator:
         """The Hessian of the dataset loss (1/N) sum_i loss(model(x_i), y_i) over trainable parameters.
 
@@ -100,6 +113,7 @@ class HessianOperator(LinearOperator):
                 :class:`CurvatureWarning` when the model has BatchNorm or dropout.
             generator: draws the dropout masks (required for mode="train" with dropout).
             vectorize: see the class.
+            ad_mode: see the class.
 
         Raises:
             InputTypeError: if ``model`` is not an ``nn.Module``.
@@ -116,7 +130,7 @@ class HessianOperator(LinearOperator):
             4
         """
         parts = model_parts(model, loss_fn, batches, mode=mode, generator=generator, vectorize=vectorize)
-        operator = cls._create(**parts)
+        operator = cls._create(**parts, ad_mode=ad_mode)
         operator._check_loss()
         return operator
 
@@ -129,6 +143,7 @@ class HessianOperator(LinearOperator):
         names: Iterable[str] | None = None,
         hvp: str = "auto",
         vectorize: bool = True,
+        ad_mode: str = "reverse",
     ) -> HessianOperator:
         """The Hessian of an objective over a tuple of parameter tensors (e.g. the factors (L, R)).
 
@@ -149,6 +164,7 @@ class HessianOperator(LinearOperator):
                 time), or "auto": autograd when the objective offers ``value_function`` (closed-form
                 HVPs with input validation cannot be vmapped), else closed form if present.
             vectorize: see the class.
+            ad_mode: see the class.
 
         Raises:
             InputTypeError: if ``objective`` has no callable ``value``.
@@ -166,7 +182,8 @@ class HessianOperator(LinearOperator):
                     [0., 3.]], dtype=torch.float64)
         """
         operator = cls._create(
-            **objective_parts(objective, params, names=names, hvp=hvp, vectorize=vectorize)
+            **objective_parts(objective, params, names=names, hvp=hvp, vectorize=vectorize),
+            ad_mode=ad_mode,
         )
         operator._check_loss()
         return operator
@@ -190,7 +207,10 @@ class HessianOperator(LinearOperator):
         closed_grad: Callable[[Params], Params] | None,
         source: ModelSource | None,
         vectorize: bool,
+        ad_mode: str = "reverse",
     ) -> None:
+        if ad_mode not in ("reverse", "forward"):
+            raise ConfigurationError(f"ad_mode must be 'reverse' or 'forward'; got ad_mode={ad_mode!r}.")
         self._terms = terms
         self._hessian_terms = hessian_terms if hessian_terms is not None else terms
         self._block_weights = block_weights
@@ -201,6 +221,7 @@ class HessianOperator(LinearOperator):
         self._closed_grad = closed_grad
         self.source = source
         self.vectorize = bool(vectorize)
+        self.ad_mode = ad_mode
         self.shapes = {name: tuple(point[name].shape) for name in names}
         self._numels = [math.prod(self.shapes[name]) for name in names]
         first = point[names[0]]
@@ -218,6 +239,7 @@ class HessianOperator(LinearOperator):
             "closed_grad": self._closed_grad,
             "source": self.source,
             "vectorize": self.vectorize,
+            "ad_mode": self.ad_mode,
         }
 
     def _check_loss(self) -> None:
@@ -423,6 +445,10 @@ class HessianOperator(LinearOperator):
     def _autograd_single(self, loss: LossClosure) -> Callable[[Params], Params]:
         primal = {name: self._point[name] for name in self.names}
         gradient = torch.func.grad(lambda s: loss(self._with(s)))
+        if self.ad_mode == "reverse":
+            # H v = (d grad)^T v by symmetry: one gradient graph per call, then a (vmapped) backward.
+            vjp = torch.func.vjp(gradient, primal)[1]
+            return lambda tangent: vjp(tangent)[0]
 
         def single(tangent: Params) -> Params:
             return torch.func.jvp(gradient, (primal,), (tangent,))[1]

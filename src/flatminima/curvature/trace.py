@@ -58,7 +58,7 @@ def hutchinson_trace(
     distribution: str = "rademacher",
     rtol: float | None = None,
     min_probes: int = 10,
-    batch_size: int = 10,
+    batch_size: int = 32,
 ) -> Estimate:
     """Hutchinson's estimate of tr H with its standard error.
 
@@ -118,7 +118,7 @@ def hutchpp_trace(
     distribution: str = "rademacher",
     rtol: float | None = None,
     min_probes: int = 10,
-    batch_size: int = 10,
+    batch_size: int = 32,
 ) -> Estimate:
     """Hutch++ estimate of tr H: an exact trace on a sketched top subspace plus Hutchinson on the rest.
 
@@ -223,7 +223,7 @@ def hutchinson_scaled_trace(
     distribution: str = "rademacher",
     rtol: float | None = None,
     min_probes: int = 10,
-    batch_size: int = 10,
+    batch_size: int = 32,
 ) -> Estimate:
     """Hutchinson's estimate of the scaled trace with block-scaled probes z_b / sqrt(rows_b).
 
