@@ -160,13 +160,18 @@ class EntropySGD(torch.optim.Optimizer):
             "gamma_max": values["gamma_max"],
             "thermal_noise": values["thermal_noise"],
             "averaging": values["averaging"],
+            "outer_steps": 0,
         }
         super().__init__(params, defaults)
-        self.outer_steps = 0
+
+    @property
+    def outer_steps(self) -> int:
+        """The number of outer steps taken (kept in the parameter groups, so it is checkpointed)."""
+        return int(self.param_groups[0]["outer_steps"])
 
     def current_gamma(self, group: dict[str, Any]) -> float:
         """The scope gamma_t of ``group`` for the next outer step."""
-        return scoped_gamma(group["gamma"], group["scoping"], group["gamma_max"], self.outer_steps)
+        return scoped_gamma(group["gamma"], group["scoping"], group["gamma_max"], int(group["outer_steps"]))
 
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:  # type: ignore[override]
         """Take one outer step; return the loss of the first inner closure call (at x' = x).
@@ -206,5 +211,6 @@ class EntropySGD(torch.optim.Optimizer):
             for group, anchor, mean, gamma in zip(groups, anchors, means, gammas, strict=True):
                 for p, x, mu in zip(group["params"], anchor, mean, strict=True):
                     p.copy_(x - group["lr"] * gamma * (x - mu))
-        self.outer_steps += 1
+        for group in groups:
+            group["outer_steps"] += 1
         return first_loss if first_loss is not None else torch.zeros(())

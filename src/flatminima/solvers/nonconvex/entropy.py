@@ -67,6 +67,19 @@ class EntropySGD(NonconvexSolver):
     Raises:
         InputDataError: on out-of-range hyperparameters (negative noise, alpha outside (0, 1], ...).
 
+    Example:
+        >>> import torch
+        >>> from flatminima.problems import MatrixSensing
+        >>> from flatminima.objectives import BilinearFactorization
+        >>> g = torch.Generator().manual_seed(0)
+        >>> inst = MatrixSensing(shape=(5, 5), rank=1, num_measurements=40).sample(generator=g)
+        >>> obj = BilinearFactorization(inst, width=5)
+        >>> init = obj.random_params(generator=g, scale=0.3)
+        >>> solver = EntropySGD(inner_step_size=0.02, inner_steps=5, max_iterations=40)
+        >>> result = solver.run(obj, init, generator=torch.Generator().manual_seed(1))
+        >>> result.final("loss") < float(obj.value(init))
+        True
+
     References:
         Chaudhari et al. (ICLR 2017), Algorithm 1.
     """

@@ -115,6 +115,18 @@ class TracePenaltyDescent(GradientDescent):
     Raises:
         InputDataError: on a negative penalty or a non-positive step size.
 
+    Example:
+        >>> import torch
+        >>> from flatminima.problems import MatrixSensing
+        >>> from flatminima.objectives import BilinearFactorization
+        >>> g = torch.Generator().manual_seed(0)
+        >>> inst = MatrixSensing(shape=(5, 5), rank=1, num_measurements=40).sample(generator=g)
+        >>> obj = BilinearFactorization(inst, width=5)
+        >>> init = obj.random_params(generator=g, scale=0.3)
+        >>> result = TracePenaltyDescent(penalty=0.01, max_iterations=300).run(obj, init)
+        >>> result.final("scaled_trace") < float(obj.scaled_trace(init))
+        True
+
     References:
         Ding et al. (2024), Lemma 3.1.
     """
@@ -192,6 +204,19 @@ class HutchinsonPenaltyDescent(NonconvexSolver):
     Raises:
         InputDataError: on a negative penalty, a non-positive step size or ``num_probes < 1``.
         InputTypeError: at run time, without a generator.
+
+    Example:
+        >>> import torch
+        >>> from flatminima.problems import MatrixSensing
+        >>> from flatminima.objectives import BilinearFactorization
+        >>> g = torch.Generator().manual_seed(0)
+        >>> inst = MatrixSensing(shape=(5, 5), rank=1, num_measurements=40).sample(generator=g)
+        >>> obj = BilinearFactorization(inst, width=5)
+        >>> init = obj.random_params(generator=g, scale=0.3)
+        >>> solver = HutchinsonPenaltyDescent(penalty=0.01, max_iterations=100)
+        >>> result = solver.run(obj, init, generator=torch.Generator().manual_seed(1))
+        >>> result.final("loss") < float(obj.value(init))
+        True
 
     References:
         Hutchinson (1989); Ding et al. (2024), Lemma 3.1.

@@ -45,6 +45,19 @@ class StochasticWeightAveraging(GradientDescent):
     Raises:
         InputDataError: on a non-positive step or batch size, a negative ``swa_start``, ...
 
+    Example:
+        >>> import torch
+        >>> from flatminima.problems import MatrixSensing
+        >>> from flatminima.objectives import BilinearFactorization
+        >>> g = torch.Generator().manual_seed(0)
+        >>> inst = MatrixSensing(shape=(5, 5), rank=1, num_measurements=40).sample(generator=g)
+        >>> obj = BilinearFactorization(inst, width=5)
+        >>> init = obj.random_params(generator=g, scale=0.3)
+        >>> solver = StochasticWeightAveraging(step_size=0.01, batch_size=10, max_iterations=200)
+        >>> result = solver.run(obj, init, generator=torch.Generator().manual_seed(1))
+        >>> result.final("num_averaged"), result.final("loss") < float(obj.value(init))
+        (101.0, True)
+
     References:
         Izmailov et al. (UAI 2018).
     """
