@@ -205,9 +205,11 @@ class ConvexResult:
         """Factors of the solution by Theorem 3.2, zero-padded to ``width`` columns.
 
         Non-symmetric problems: L = D1^{-1} U S^{1/2}, R = D2^{-1} V S^{1/2}, so L R^T = X and
-        2(||D1 L||_F^2 + ||D2 R||_F^2) = 2 ||Z||_*. Symmetric (quadratic network) problems: the eigenvalues
-        of Z = D X D are split by sign, U1 = D^{-1} Q_+ Lambda_+^{1/2}, U2 = D^{-1} Q_- |Lambda_-|^{1/2}, so
-        U1 U1^T - U2 U2^T = X; ``width`` is then an int (both) or a pair (k1, k2).
+        (1/2)(||D1 L||_F^2 + ||D2 R||_F^2) = ||Z||_*: the scaled Hessian trace 2(||D1 L||^2 + ||D2 R||^2)
+        is 4 ||Z||_*, the smallest over all zero-loss factorizations. Symmetric (quadratic network)
+        problems: the eigenvalues of Z = D X D are split by sign, U1 = D^{-1} Q_+ Lambda_+^{1/2},
+        U2 = D^{-1} Q_- |Lambda_-|^{1/2}, so U1 U1^T - U2 U2^T = X; ``width`` is then an int (both) or
+        a pair (k1, k2).
 
         Args:
             width: the number of columns k (>= rank), or (k1, k2) for the symmetric problem.

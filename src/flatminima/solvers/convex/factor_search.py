@@ -46,6 +46,7 @@ from flatminima.solvers.convex.formulation import Formulation
 from flatminima.solvers.convex.lanczos import block_lanczos_norm
 from flatminima.solvers.convex.lbfgs import lbfgs
 from flatminima.solvers.convex.linear_map import ScaledMap
+from flatminima.solvers.convex.newton import kkt_newton
 from flatminima.solvers.convex.polish import corrected_multiplier, gauss_newton
 from flatminima.solvers.result import ConvexResult, Status
 
@@ -73,7 +74,7 @@ class FactorSearchSettings:
     max_rounds: int = 80
     penalty: float = 10.0
     penalty_growth: float = 4.0
-    exact_dual_limit: int = 400
+    exact_dual_limit: int = 200
 
 
 def _unit_generator(generator: torch.Generator | None) -> torch.Generator:
@@ -98,7 +99,7 @@ def probe_scale(bmap: ScaledMap, like: torch.Tensor, generator: torch.Generator,
 
 
 def spectral_start(
-    bmap: ScaledMap, y: torch.Tensor, width: int, generator: torch.Generator, power: int = 3
+    bmap: ScaledMap, y: torch.Tensor, width: int, generator: torch.Generator, power: int = 2
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Top-``width`` SVD (U, s, V) of B^*(y) by randomized subspace iteration on the structured map."""
     d1, d2 = bmap.shape
@@ -209,6 +210,7 @@ def solve_factor_search(
     best: Candidate | None = None
     total_iterations = 0
     polish_level = 1e-2
+    polished_at = math.inf
     previous_violation = math.inf
     status = Status.MAX_ITERATIONS
     message = f"reached max_iterations={settings.max_iterations} L-BFGS steps"
@@ -250,8 +252,12 @@ def solve_factor_search(
         if not (math.isfinite(violation) and math.isfinite(stationarity)):
             status, message = Status.DIVERGED, f"non-finite iterate in round {round_index}"
             break
-        if max(violation, stationarity) <= polish_level and rank > 0:
+        stalled = violation > 0.5 * previous_violation
+        dual_failure = False
+        retry = polished_at < math.inf and violation <= 0.1 * polished_at
+        if rank > 0 and (max(violation, stationarity) <= polish_level or retry):
             polish_level = max(violation, stationarity) / 10.0
+            polished_at = violation
             candidate = _polish_and_certify(
                 bmap,
                 b,
@@ -268,22 +274,27 @@ def solve_factor_search(
             if candidate.certificate.satisfied:
                 status, message = Status.CONVERGED, f"certificate met the tolerance in round {round_index}"
                 break
-            if (
-                rank == k
-                and k < min(d1, d2)
-                and candidate.certificate.dual_residual > settings.tolerance
-                and violation < 1e-6
-            ):
-                extra = min(max(1, k // 2), min(d1, d2) - k)
-                noise = 1e-3 * float(s[0].sqrt())
-                L = torch.cat([L, noise * _randn(d1, extra, like=L, generator=gen)], dim=1)
-                R = torch.cat([R, noise * _randn(d2, extra, like=R, generator=gen)], dim=1)
-                record["grown_to"] = L.shape[1]
+            dual_failure = candidate.certificate.dual_residual > settings.tolerance
         if settings.time_limit is not None and time.perf_counter() - start_time > settings.time_limit:
             status, message = Status.TIME_LIMIT, f"time limit {settings.time_limit} s reached"
             break
-        if violation > 0.25 * previous_violation:
-            rho *= settings.penalty_growth
+        if rank == k and k < min(d1, d2) and (stalled or dual_failure):
+            # every column is used and the constraint cannot be met, or B^*(lambda) has a singular value
+            # > 1 off the tangent space: add columns (small random ones escape the saddle at zero)
+            extra = min(max(1, k // 2), min(d1, d2) - k)
+            noise = 1e-3 * float(s[0].sqrt())
+            L = torch.cat([L, noise * _randn(d1, extra, like=L, generator=gen)], dim=1)
+            R = torch.cat([R, noise * _randn(d2, extra, like=R, generator=gen)], dim=1)
+            record["grown_to"] = L.shape[1]
+            rho = settings.penalty
+            previous_violation = math.inf
+            continue
+        if violation <= 1e-13 and stationarity <= 1e-12:
+            message = "the augmented Lagrangian converged but the certificate misses the tolerance"
+            status = Status.INACCURATE
+            break
+        if stalled and violation > 1e-12:
+            rho = min(rho * settings.penalty_growth, settings.penalty * 1e5)
         previous_violation = violation
         inner_tolerance = max(min(inner_tolerance, 0.1 * max(violation, 1e-16)), 1e-14)
     if best is None or not best.certificate.satisfied:
@@ -364,24 +375,60 @@ def _polish_and_certify(
     exact: bool,
     generator: torch.Generator,
 ) -> Candidate:
-    """Gauss-Newton feasibility at the identified rank, multiplier correction, structured certificate."""
-    outcome = gauss_newton(bmap, b, U, s, V, symmetric=False)
+    """Gauss-Newton feasibility at the identified rank, multiplier correction, structured certificate.
+
+    Where the rank-r feasible set is not locally unique (dim T > m, below the recovery threshold),
+    Gauss-Newton alone would stop at a feasible but non-optimal point; small problems then take Newton
+    steps on the KKT system of the factored problem instead (:mod:`~flatminima.solvers.convex.newton`).
+    """
+    d1, d2 = bmap.shape
+    r = int(s.numel())
     best: Candidate | None = None
-    for start, source in ((lam, "factor-search-polish"), (None, "factor-search-least-squares")):
-        corrected = corrected_multiplier(outcome.system, start)
+    if (d1 + d2 - r) * r <= bmap.num_measurements:
+        outcome = gauss_newton(bmap, b, U, s, V, symmetric=False)
+        for start, source in ((lam, "factor-search-polish"), (None, "factor-search-least-squares")):
+            corrected = corrected_multiplier(outcome.system, start)
+            candidate = certify_structured(
+                bmap,
+                b,
+                outcome.U,
+                outcome.s,
+                outcome.V,
+                corrected,
+                tolerance=tolerance,
+                exact=exact,
+                generator=generator,
+                source=source,
+            )
+            best = better(best, candidate)
+            if candidate.certificate.satisfied:
+                return candidate
+    newton = kkt_newton(bmap, b, U, s, V, lam)
+    if newton is not None:
         candidate = certify_structured(
             bmap,
             b,
-            outcome.U,
-            outcome.s,
-            outcome.V,
-            corrected,
+            newton.U,
+            newton.s,
+            newton.V,
+            newton.multiplier,
             tolerance=tolerance,
             exact=exact,
             generator=generator,
-            source=source,
+            source="factor-search-newton",
         )
         best = better(best, candidate)
-        if candidate.certificate.satisfied:
-            break
-    return typing.cast(Candidate, best)
+    if best is None:  # neither polish applies: certify the point as it is
+        best = certify_structured(
+            bmap,
+            b,
+            U,
+            s,
+            V,
+            lam,
+            tolerance=tolerance,
+            exact=exact,
+            generator=generator,
+            source="augmented-lagrangian",
+        )
+    return best

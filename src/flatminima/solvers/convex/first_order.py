@@ -28,7 +28,7 @@ def build_constraint(formulation: Formulation) -> ConstraintSet:
     """The constraint set C of a formulation."""
     if formulation.bmap is None:
         return L1BallSet(formulation.observations_matrix, float(formulation.radius or 0.0))
-    if formulation.eps is not None:
+    if formulation.eps is not None and formulation.eps > 0:
         return BallSet(formulation.bmap, formulation.b, formulation.eps)
     return AffineSet(formulation.bmap, formulation.b)
 
@@ -97,14 +97,18 @@ def solve_first_order(
                     source=source,
                 )
 
-            # 1. feasibility by Gauss-Newton on the rank-r manifold, then the multiplier.
-            outcome = gauss_newton(bmap, b, U, s, V, symmetric=symmetric)
+            # 1. feasibility by Gauss-Newton on the rank-r manifold, then the multiplier; only where the
+            #    rank-r feasible set can be locally unique (dim T <= m)
             best: Candidate | None = None
-            for start, source in ((lam_admm, "polish-gauss-newton"), (None, "polish-least-squares")):
-                lam = corrected_multiplier(outcome.system, start)
-                best = better(best, certify(outcome.U, outcome.s, outcome.V, lam, source))
-                if best is not None and best.certificate.satisfied:
-                    return best
+            d1, d2 = bmap.shape
+            r = int(s.numel())
+            if (d1 + d2 - r) * r <= bmap.num_measurements or symmetric:
+                outcome = gauss_newton(bmap, b, U, s, V, symmetric=symmetric)
+                for start, source in ((lam_admm, "polish-gauss-newton"), (None, "polish-least-squares")):
+                    lam = corrected_multiplier(outcome.system, start)
+                    best = better(best, certify(outcome.U, outcome.s, outcome.V, lam, source))
+                    if best is not None and best.certificate.satisfied:
+                        return best
             # 2. Newton on the KKT system of the factored problem (uses the objective as well).
             if not symmetric and lam_admm is not None:
                 newton = kkt_newton(bmap, b, U, s, V, lam_admm)

@@ -31,8 +31,9 @@ import torch
 
 from flatminima.solvers.convex.linear_map import ScaledMap
 
-#: above this many Jacobian entries the matrix-free conjugate-gradient path is used.
-DENSE_JACOBIAN_LIMIT = 40_000_000
+#: above this many Jacobian entries, or this many unknowns, the matrix-free conjugate-gradient path is used.
+DENSE_JACOBIAN_LIMIT = 20_000_000
+DENSE_UNKNOWNS_LIMIT = 1500
 
 
 class TangentSystem:
@@ -45,16 +46,26 @@ class TangentSystem:
         self.sizes = (d2 * r, d1 * r)
         n = (d1 + d2) * r
         if dense is None:
-            dense = bmap.num_measurements * n <= DENSE_JACOBIAN_LIMIT
+            dense = bmap.num_measurements * n <= DENSE_JACOBIAN_LIMIT and n <= DENSE_UNKNOWNS_LIMIT
         self.dense = dense
         self._J: torch.Tensor | None = None
         self._pinv: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._cholesky: torch.Tensor | None = None
+        self._projections: tuple[torch.Tensor, torch.Tensor] | None = None
+        if not dense and bmap.rank_one:
+            # (a'_l^T U) and (c'_l^T V) are fixed along the solve: cache them (two passes saved per product)
+            self._projections = (bmap._left_project(U), bmap._right_project(V))
         if dense:
             JU, JV = bmap.tangent_rows(U, V)
             JV = JV - U @ (U.mT @ JV)
             m = bmap.num_measurements
             self._J = torch.cat([JU.reshape(m, -1), JV.reshape(m, -1)], dim=1)
             N = self._J.mT @ self._J
+            factor, info = torch.linalg.cholesky_ex(N)
+            pivots = factor.diagonal()
+            if int(info) == 0 and float(pivots.min()) > 1e-6 * float(pivots.max()):
+                self._cholesky = factor  # well-conditioned: no pseudo-inverse needed
+                return
             eigenvalues, Q = torch.linalg.eigh(N)
             floor = 1e-11 * float(eigenvalues.max().clamp_min(torch.finfo(N.dtype).tiny))
             inverse = torch.where(
@@ -74,21 +85,34 @@ class TangentSystem:
         if self._J is not None:
             return self._J @ x
         Y1, Y2 = self.split(x)
+        if self._projections is not None:
+            AU, CV = self._projections
+            left = self.bmap._left_project(Y2)
+            right = self.bmap._right_project(Y1)
+            return (AU * right).sum(-1) + (left * CV).sum(-1)
         return self.bmap.apply_factored(torch.cat([self.U, Y2], dim=1), torch.cat([Y1, self.V], dim=1))
 
     def rmatvec(self, y: torch.Tensor) -> torch.Tensor:
         """J^T y = (B^*(y)^T U, (I - U U^T) B^*(y) V), flattened."""
         if self._J is not None:
             return self._J.mT @ y
-        first = self.bmap.adjoint_t_matmul(y, self.U)
-        second = self.bmap.adjoint_matmul(y, self.V)
+        if self._projections is not None:
+            AU, CV = self._projections
+            yc = y.unsqueeze(-1)
+            first = self.bmap._right_back(yc * AU)  # B^*(y)^T U
+            second = self.bmap._left_back(yc * CV)  # B^*(y) V
+        else:
+            first = self.bmap.adjoint_t_matmul(y, self.U)
+            second = self.bmap.adjoint_matmul(y, self.V)
         second = second - self.U @ (self.U.mT @ second)
         return torch.cat([first.reshape(-1), second.reshape(-1)])
 
     def solve_normal(
-        self, rhs: torch.Tensor, *, tolerance: float = 1e-13, max_iterations: int = 500
+        self, rhs: torch.Tensor, *, tolerance: float = 1e-11, max_iterations: int = 500
     ) -> torch.Tensor:
         """X = (J^T J)^+ rhs (dense pseudo-inverse, or conjugate gradients from 0)."""
+        if self._cholesky is not None:
+            return torch.cholesky_solve(rhs.unsqueeze(-1), self._cholesky).squeeze(-1)
         if self._pinv is not None:
             Q, inverse = self._pinv
             return Q @ (inverse * (Q.mT @ rhs))
@@ -104,18 +128,24 @@ def conjugate_gradient(
     tolerance: float,
     max_iterations: int,
 ) -> torch.Tensor:
-    """Conjugate gradients for a symmetric PSD operator, from x = 0, to ||residual|| <= tol ||rhs||."""
+    """Conjugate gradients for a symmetric PSD operator, from x = 0, to ||residual|| <= tol ||rhs||.
+
+    Returns the iterate with the smallest recursive residual: once rounding stalls the true residual,
+    further steps can lose conjugacy and diverge, so the loop also stops when the residual has grown
+    a hundredfold above its minimum.
+    """
     x = torch.zeros_like(rhs)
     r = rhs.clone()
     p = r.clone()
     rr = float(r @ r)
     target = tolerance**2 * rr
+    best_x, best_rr = x, rr
     for _ in range(max_iterations):
-        if rr <= target or rr == 0.0:
+        if rr <= target or rr == 0.0 or rr > 1e4 * best_rr:
             break
         Ap = apply(p)
         curvature = float(p @ Ap)
-        if curvature <= 0.0:
+        if not curvature > 0.0:
             break
         alpha = rr / curvature
         x = x + alpha * p
@@ -123,7 +153,9 @@ def conjugate_gradient(
         rr_new = float(r @ r)
         p = r + (rr_new / rr) * p
         rr = rr_new
-    return x
+        if rr < best_rr:
+            best_x, best_rr = x, rr
+    return best_x
 
 
 def retract(
@@ -189,9 +221,11 @@ def gauss_newton(
         if not norm < 0.5 * min(residuals[:-1], default=2 * norm + 1.0):
             break  # no sufficient decrease (or NaN): keep the best iterate
         best = (U, s, V, system)
-        if norm <= 4 * eps * scale or len(residuals) > max_steps:
+        if norm <= max(4 * eps, 1e-13) * scale or len(residuals) > max_steps:
             break
-        x = system.solve_normal(system.rmatvec(residual))
+        # inexact Newton: a forcing term proportional to the residual keeps quadratic convergence
+        forcing = min(1e-2, norm / max(scale, 1e-300))
+        x = system.solve_normal(system.rmatvec(residual), tolerance=max(forcing, 1e-11))
         Y1, Y2 = system.split(x)
         U_new, s_new, V_new = retract(U, s, V, Y1, Y2)
         if symmetric:
@@ -205,9 +239,13 @@ def gauss_newton(
 
 
 def corrected_multiplier(system: TangentSystem, lam0: torch.Tensor | None) -> torch.Tensor:
-    """Lambda = lambda0 + J w with J^T lambda = (V, 0): the smallest change making P_T(B^* lambda) = U V^T."""
+    """Return lambda = lambda0 + J w with J^T lambda = (V, 0).
+
+    This is the smallest change of lambda0 with P_T(B^*(lambda)) = U V^T (lambda0 = None: from zero).
+    """
     target = torch.cat([system.V.reshape(-1), torch.zeros_like(system.U).reshape(-1)])
-    if lam0 is None:
-        return system.matvec(system.solve_normal(target))
-    correction = system.solve_normal(target - system.rmatvec(lam0))
-    return lam0 + system.matvec(correction)
+    rhs = target if lam0 is None else target - system.rmatvec(lam0)
+    # accuracy relative to the target (||U V^T||_F = sqrt(r)), not to the (possibly small) correction
+    ratio = float(torch.linalg.vector_norm(target)) / max(float(torch.linalg.vector_norm(rhs)), 1e-300)
+    w = system.solve_normal(rhs, tolerance=min(1e-2, max(1e-12 * ratio, 1e-14)))
+    return system.matvec(w) if lam0 is None else lam0 + system.matvec(w)

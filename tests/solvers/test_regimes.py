@@ -1,0 +1,96 @@
+"""Failing regime, infeasible data and iteration limits: reported in the status, never raised."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from flatminima.problems import MatrixCompletion, MatrixSensing, RobustPCA
+from flatminima.solvers import ConvexResult, Status, solve_flat, solve_nuclear_norm
+
+
+@pytest.mark.parametrize("solve", [solve_flat, solve_nuclear_norm], ids=["flat", "nuclear_norm"])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_too_few_measurements_is_not_recovered(solve: object, seed: int) -> None:
+    """m = 3d < the ~4-5 r d the paper's Figure 3 needs at d = 10, r = 2: a different matrix, certified."""
+    instance = MatrixSensing(shape=(10, 10), rank=2, num_measurements=30).sample(
+        generator=torch.Generator().manual_seed(seed)
+    )
+    result = solve(instance)  # type: ignore[operator]
+    assert isinstance(result, ConvexResult)
+    assert result.status is Status.CONVERGED, result.message  # the relaxation itself is solved ...
+    assert result.certificate.max_relative_residual <= 1e-9
+    assert result.recovery_error(instance.ground_truth) > 1e-2  # ... but its solution is not M
+    assert not result.recovered(instance.ground_truth)
+    residual = instance.operator.apply(result.matrix) - instance.observations
+    assert float(torch.linalg.vector_norm(residual)) <= 1e-9 * float(
+        torch.linalg.vector_norm(instance.observations)
+    )
+
+
+def test_sparse_completion_is_not_recovered() -> None:
+    """p = 0.3 at d = 15, r = 2 (every row and column observed) is below the recovery threshold."""
+    problem = MatrixCompletion(shape=(15, 15), rank=2, probability=0.3)
+    instance = problem.sample(generator=torch.Generator().manual_seed(1))
+    assert not instance.metadata["empty_rows"] and not instance.metadata["empty_columns"]
+    result = solve_flat(instance, max_iterations=3000)
+    assert isinstance(result, ConvexResult)
+    assert not result.recovered(instance.ground_truth)
+
+
+def test_robust_pca_with_dense_outliers_is_not_recovered() -> None:
+    instance = RobustPCA(shape=(12, 12), rank=2, outlier_fraction=0.4).sample(
+        generator=torch.Generator().manual_seed(0)
+    )
+    result = solve_flat(instance, max_iterations=3000)
+    assert isinstance(result, ConvexResult)
+    assert not result.recovered(instance.ground_truth)
+
+
+def test_inconsistent_equations_are_infeasible() -> None:
+    """m > d1 d2 with noise: B(Z) = b has no solution; the status says so, with the residual."""
+    instance = MatrixSensing(shape=(4, 4), rank=1, num_measurements=30, noise_std=0.1).sample(
+        generator=torch.Generator().manual_seed(0)
+    )
+    result = solve_flat(instance)
+    assert isinstance(result, ConvexResult)
+    assert result.status is Status.INFEASIBLE
+    assert not result.converged
+    assert result.certificate.relative_primal_residual > 1e-3
+    assert "infeasible" in result.message
+
+
+def test_iteration_limit_is_not_success() -> None:
+    instance = MatrixSensing(shape=(10, 10), rank=2, num_measurements=80).sample(
+        generator=torch.Generator().manual_seed(0)
+    )
+    result = solve_flat(instance, max_iterations=3)
+    assert isinstance(result, ConvexResult)
+    assert result.status is Status.MAX_ITERATIONS
+    assert not result.certificate.satisfied
+    assert result.iterations == 3
+    certificate = result.certificate
+    assert all(math.isfinite(v) for v in (certificate.primal_residual, certificate.duality_gap))
+    assert not result.recovered(instance.ground_truth)
+
+
+def test_time_limit_is_not_success() -> None:
+    instance = MatrixSensing(shape=(10, 10), rank=2, num_measurements=30).sample(
+        generator=torch.Generator().manual_seed(0)
+    )
+    result = solve_flat(instance, time_limit=1e-6)
+    assert isinstance(result, ConvexResult)
+    assert result.status is Status.TIME_LIMIT
+    assert not result.converged
+
+
+def test_loose_tolerance_is_reported() -> None:
+    instance = MatrixSensing(shape=(10, 10), rank=2, num_measurements=80).sample(
+        generator=torch.Generator().manual_seed(0)
+    )
+    result = solve_flat(instance, tolerance=1e-3)
+    assert isinstance(result, ConvexResult)
+    assert result.certificate.tolerance == 1e-3
+    assert result.status is Status.CONVERGED
