@@ -85,7 +85,10 @@ def _print_table(title: str, table: tuple[list[str], list[list[str]]]) -> None:
 @app.command()
 def sweep(
     spec: Annotated[
-        Path, typer.Argument(help="the sweep specification (TOML; see flatminima.experiments.spec)")
+        Path,
+        typer.Argument(
+            metavar="SPEC.toml", help="the sweep specification (TOML; see flatminima.experiments.spec)"
+        ),
     ],
     store: Annotated[Path, typer.Option("--store", help="SQLite store (created; reruns resume)")] = Path(
         "flatminima.sqlite"
@@ -130,7 +133,7 @@ def sweep(
 
 @app.command()
 def reproduce(
-    name: Annotated[str | None, typer.Argument(help="the reproduction (see --list)")] = None,
+    name: Annotated[str | None, typer.Argument(metavar="NAME", help="the reproduction (see --list)")] = None,
     list_: Annotated[
         bool, typer.Option("--list", help="list the reproductions, one line each, and exit")
     ] = False,
@@ -189,7 +192,9 @@ def reproduce(
 
 @app.command()
 def plot(
-    store: Annotated[Path, typer.Argument(help="a SQLite store written by `sweep` or `reproduce`")],
+    store: Annotated[
+        Path, typer.Argument(metavar="STORE", help="a SQLite store written by `sweep` or `reproduce`")
+    ],
     out: Annotated[Path, typer.Option("--out", help="output folder (one PNG per sweep)")] = Path("figures"),
 ) -> None:
     """Draw every sweep of a store (heat maps or line plots, by each sweep's figure hints)."""
@@ -204,7 +209,9 @@ def plot(
 
 @app.command()
 def export(
-    store: Annotated[Path, typer.Argument(help="a SQLite store written by `sweep` or `reproduce`")],
+    store: Annotated[
+        Path, typer.Argument(metavar="STORE", help="a SQLite store written by `sweep` or `reproduce`")
+    ],
     out: Annotated[Path, typer.Option("--out", help="the output file: .csv or .parquet")],
     sweep_name: Annotated[str | None, typer.Option("--sweep", help="export only this sweep")] = None,
 ) -> None:

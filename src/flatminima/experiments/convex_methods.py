@@ -5,7 +5,7 @@ spec can be validated before the solvers are imported) and turns the result into
 
 * ``error`` = ||X - M||_F with X the recovered matrix (for P_flat X = D1^{-1} Z D2^{-1});
 * ``solver_status``, ``iterations``, ``solve_time``, ``max_relative_residual`` (the largest relative KKT
-  residual of the certificate), ``rank`` and ``kappa`` = kappa(D1, D2).
+  residual of the certificate), ``solution_rank`` and ``kappa`` = kappa(D1, D2).
 
 A solve whose status is not ``converged`` (no certificate within tolerance) raises :class:`TrialFailed`:
 the trial is stored as failed with the solver's message and the sweep goes on.
@@ -85,7 +85,7 @@ def _solve(
         "iterations": int(result.iterations),
         "solve_time": float(result.wall_time),
         "max_relative_residual": float(certificate.max_relative_residual),
-        "rank": int(getattr(result, "rank", -1)),
+        "solution_rank": int(getattr(result, "rank", -1)),
         "kappa": float(getattr(result, "rescaling_condition_number", float("nan"))),
     }
     finite_or_fail(metrics, label, "error")

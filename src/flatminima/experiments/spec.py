@@ -65,6 +65,7 @@ _TOP_KEYS = (
     "figure",
 )
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+_LABEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]*$")
 
 
 def _fail(path: str, requirement: str, value: Any) -> typing.NoReturn:
@@ -260,8 +261,8 @@ def _solvers(raw: Any, problem: str) -> tuple[SolverSpec, ...]:
                 name,
             )
         label = entry.get("label", name)
-        if not isinstance(label, str) or not _NAME.match(label):
-            _fail(f"{path}.label", "must be a name of letters, digits, '.', '_', '-'", label)
+        if not isinstance(label, str) or not _LABEL.match(label):
+            _fail(f"{path}.label", "must be a name of letters, digits, '.', '_', '=', '+', '-'", label)
         if any(s.label == label for s in out):
             _fail(f"{path}.label", "must be unique among the solvers (set label = ...)", label)
         options = entry.get("options", {})

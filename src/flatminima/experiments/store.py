@@ -216,7 +216,8 @@ class Store:
         """One row per trial, as a pandas DataFrame.
 
         Columns: key, sweep, problem, method, label, draw, seed, the cell's grid keys, the problem
-        parameters (``param.*``), the metrics, status, error_message, duration, host, version, created.
+        parameters (``param.*``), the metrics (``metric.<name>`` where a name is already a column),
+        status, error_message, duration, host, version, created.
         """
         return records_frame(self.records(sweep))
 
@@ -241,7 +242,8 @@ def records_frame(records: Iterable[TrialRecord]) -> pandas.DataFrame:
         for key, value in trial["params"].items():
             row[f"param.{key}"] = "x".join(map(str, value)) if isinstance(value, list) else value
         for key, value in record.metrics.items():
-            row[key] = value if not isinstance(value, list | dict) else json.dumps(value)
+            name = f"metric.{key}" if key in row else key  # never shadow a grid key or a column
+            row[name] = value if not isinstance(value, list | dict) else json.dumps(value)
         row.update(
             status=record.status,
             error_message=record.error,
