@@ -28,11 +28,12 @@ def main(quick: bool = True, output_dir: str | Path | None = None, verbose: bool
     """Run the study (``quick``: the tiny configuration), print the summary tables, return the output."""
     out = Path(output_dir) if output_dir is not None else Path("flat_algorithms_study_output")
     result = run_flat_algorithms_study(out, quick=quick, progress=print if verbose else None)
-    for init in ("small", "large"):
-        print(f"\nsensing, init '{init}' (str ratio = scaled trace / flat; rec. err = ||X - M|| / ||M||):")
-        print(summary_table(result.rows, setting="sensing", init=init))
-    print("\nquadratic network:")
-    print(summary_table(result.rows, setting="quadratic_network"))
+    for setting in ("sensing", "quadratic_network"):
+        for init in ("small", "large"):
+            print(
+                f"\n{setting}, init '{init}' (str ratio = scaled trace / flat; rec. err = ||X - M|| / ||M||):"
+            )
+            print(summary_table(result.rows, setting=setting, init=init))
     paths = f"{result.table_path}, {result.trajectories_path}, {result.figure_path}"
     print(f"\nwrote {paths} in {result.wall_time:.0f} s")
     return result

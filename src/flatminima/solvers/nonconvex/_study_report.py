@@ -102,11 +102,14 @@ def plot_study(rows: Sequence[Row], trajectories: Sequence[Row], path: Path) -> 
 
 def _tidy(ax: Any) -> None:
     """Major grid lines only and no minor tick labels (log-axis minor labels are slow to typeset)."""
-    from matplotlib.ticker import NullFormatter
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
     ax.grid(True, which="major", alpha=0.3)
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.yaxis.set_minor_formatter(NullFormatter())
+    if ax.get_yscale() == "log":  # labelled ticks at 1, 2, 5 x 10^k so that narrow ranges keep labels
+        ax.yaxis.set_major_locator(LogLocator(base=10.0, subs=(1.0, 2.0, 5.0)))
+        ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
 
 
 def _caption(rows: Sequence[Row]) -> str:
