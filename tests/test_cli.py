@@ -175,6 +175,14 @@ def test_unwritable_store(tmp_path: Path, spec_file: Path, capsys: pytest.Captur
         (["reproduce"], "give a reproduction name or --list; valid: fig3-sensing"),
         (["reproduce", "fig3-sensing", "--workers", "0"], "Invalid value for '--workers'"),
         (["sweep", "missing.toml"], "cannot read sweep file 'missing.toml'"),
+        (
+            ["reproduce", "fig3-sensing", "--in-process", "--workers", "2"],
+            "give either --in-process or --workers",
+        ),
+        (
+            ["reproduce", "fig3-sensing", "--workers", "2", "--scheduler", "tcp://x:1"],
+            "give either --workers",
+        ),
         (["plot", "missing.sqlite"], "store 'missing.sqlite' does not exist"),
         (["export", "missing.sqlite", "--out", "x.csv"], "store 'missing.sqlite' does not exist"),
     ],

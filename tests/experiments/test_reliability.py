@@ -111,3 +111,36 @@ def test_killed_dask_worker_does_not_stop_the_sweep(tmp_path: Path) -> None:
             time.sleep(0.2)
         pids = set(executor.worker_pids().values())
         assert len(pids) == 2 and killer.killed not in pids
+
+
+@pytest.mark.dask
+def test_existing_scheduler_through_the_cli(
+    tmp_path: Path, write_spec: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import distributed
+
+    from flatminima.cli import main
+
+    spec_path = write_spec(_slow_spec("remote", draws=1, solvers=["least_norm"]))
+    with distributed.LocalCluster(n_workers=1, processes=False, dashboard_address=None) as cluster:
+        argv = [
+            "sweep",
+            str(spec_path),
+            "--store",
+            str(tmp_path / "s.sqlite"),
+            "--scheduler",
+            cluster.scheduler_address,
+        ]
+        assert main([*argv, "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "sweep remote: 2 trials, 0 already stored, 2 run (0 failed)" in out
+    assert f"Dask scheduler {cluster.scheduler_address}" in out
+
+
+@pytest.mark.dask
+def test_unreachable_scheduler_is_a_configuration_error() -> None:
+    from flatminima.errors import ConfigurationError
+    from flatminima.experiments import DaskExecutor
+
+    with pytest.raises(ConfigurationError, match=r"cannot connect to the Dask scheduler 'tcp://127.0.0.1:9'"):
+        DaskExecutor(scheduler="tcp://127.0.0.1:9", connect_timeout=1.0)

@@ -183,7 +183,7 @@ def make_executor(
 ) -> Any:
     """The executor the CLI options ask for (a local Dask cluster by default)."""
     if in_process:
-        if scheduler is not None:
-            raise ConfigurationError("give either --in-process or --scheduler, not both")
+        if scheduler is not None or workers is not None:
+            raise ConfigurationError("give either --in-process or --workers / --scheduler, not both")
         return InProcessExecutor()
     return DaskExecutor(workers=workers, scheduler=scheduler)

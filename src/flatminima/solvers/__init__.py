@@ -7,13 +7,17 @@ balancedness of the flat factors with the Theorem 3.3 bounds.
 """
 
 from flatminima.solvers.convex import LpResult, solve_flat, solve_nuclear_norm
+from flatminima.solvers.regularity import RegularityReport, flat_regularity, regularity_report
 from flatminima.solvers.result import Certificate, ConvexResult, Status
 
 __all__ = [
     "Certificate",
     "ConvexResult",
     "LpResult",
+    "RegularityReport",
     "Status",
+    "flat_regularity",
+    "regularity_report",
     "solve_flat",
     "solve_nuclear_norm",
 ]

@@ -104,11 +104,28 @@ def spectral_start(
     """Top-``width`` SVD (U, s, V) of B^*(y) by randomized subspace iteration on the structured map."""
     d1, d2 = bmap.shape
     columns = min(width + 5, d1, d2)
-    Q, _ = torch.linalg.qr(bmap.adjoint_matmul(y, _randn(d2, columns, like=y, generator=generator)))
+    if bmap.operator.shape_in[0] * bmap.operator.shape_in[1] <= 250_000 and not bmap.rank_one:
+        G = bmap.adjoint(y)  # small or dense operator: form B^*(y) once
+
+        def matmul(X: torch.Tensor) -> torch.Tensor:
+            return G @ X
+
+        def rmatmul(Y: torch.Tensor) -> torch.Tensor:
+            return G.mT @ Y
+
+    else:
+
+        def matmul(X: torch.Tensor) -> torch.Tensor:
+            return bmap.adjoint_matmul(y, X)
+
+        def rmatmul(Y: torch.Tensor) -> torch.Tensor:
+            return bmap.adjoint_t_matmul(y, Y)
+
+    Q, _ = torch.linalg.qr(matmul(_randn(d2, columns, like=y, generator=generator)))
     for _ in range(power):
-        P, _ = torch.linalg.qr(bmap.adjoint_t_matmul(y, Q))
-        Q, _ = torch.linalg.qr(bmap.adjoint_matmul(y, P))
-    small = bmap.adjoint_t_matmul(y, Q).mT  # Q^T B^*(y), (columns, d2)
+        P, _ = torch.linalg.qr(rmatmul(Q))
+        Q, _ = torch.linalg.qr(matmul(P))
+    small = rmatmul(Q).mT  # Q^T B^*(y), (columns, d2)
     Us, s, Vh = torch.linalg.svd(small, full_matrices=False)
     return Q @ Us[:, :width], s[:width], Vh[:width].mT
 

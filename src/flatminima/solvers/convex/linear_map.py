@@ -127,14 +127,11 @@ class ScaledMap:
         self.right_inverse = right_inverse
         self.shape = operator.shape_in
         self.num_measurements = operator.num_measurements
+        # dense sensing matrices are kept unscaled (no copy): D1^{-1}, D2^{-1} act on the d1 x d2 or thin
+        # inputs, which costs O(d^3) per product instead of O(m d^3) once and a second (m, d1, d2) tensor
         self._dense: torch.Tensor | None = None
         if isinstance(operator, DenseOperator):
-            A = operator.matrices
-            if left_inverse is not None:
-                A = _mul(left_inverse, A)
-            if right_inverse is not None:
-                A = _mul(right_inverse, A.mT).mT
-            self._dense = A.contiguous()
+            self._dense = operator.matrices
         self._rank_one: tuple[torch.Tensor, torch.Tensor] | None = None
         if isinstance(operator, BilinearOperator):
             self._rank_one = (operator.left, operator.right)
@@ -187,12 +184,15 @@ class ScaledMap:
         return self.operator.device
 
     # ---- the map --------------------------------------------------------------------------------
+    def _scale(self, Z: torch.Tensor) -> torch.Tensor:
+        """D1^{-1} Z D2^{-1} for Z (..., d1, d2)."""
+        return _mul(self.right_inverse, _mul(self.left_inverse, Z).mT).mT
+
     def apply(self, Z: torch.Tensor) -> torch.Tensor:
         """B(Z) for Z of shape (..., d1, d2)."""
+        X = self._scale(Z)
         if self._dense is not None:
-            return Z.reshape(*Z.shape[:-2], -1) @ self._dense.reshape(self.num_measurements, -1).T
-        X = _mul(self.left_inverse, Z)
-        X = _mul(self.right_inverse, X.mT).mT
+            return X.reshape(*X.shape[:-2], -1) @ self._dense.reshape(self.num_measurements, -1).T
         return self.operator.apply(X)
 
     def apply_factored(self, P: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
@@ -207,10 +207,8 @@ class ScaledMap:
         """B^*(y) = D1^{-1} A^*(y) D2^{-1} for y of shape (..., m)."""
         if self._dense is not None:
             flat = y @ self._dense.reshape(self.num_measurements, -1)
-            return flat.reshape(*y.shape[:-1], *self.shape)
-        G = self.operator.adjoint(y)
-        G = _mul(self.left_inverse, G)
-        return _mul(self.right_inverse, G.mT).mT
+            return self._scale(flat.reshape(*y.shape[:-1], *self.shape))
+        return self._scale(self.operator.adjoint(y))
 
     def adjoint_matmul(self, y: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
         """B^*(y) V for V (d2, k) (structured: O(m (d1 + d2) k) for rank-one operators)."""
@@ -245,6 +243,9 @@ class ScaledMap:
             return value, y, self._left_back(yc * right), self._right_back(yc * left)
         value = self.apply_factored(P, Q)
         y = residual(value)
+        if self._dense is not None:  # one dense adjoint serves both products
+            G = self.adjoint(y)
+            return value, y, G @ Q, G.mT @ P
         return value, y, self.adjoint_matmul(y, Q), self.adjoint_t_matmul(y, P)
 
     # ---- derived matrices -----------------------------------------------------------------------
@@ -252,8 +253,13 @@ class ScaledMap:
         """B B^* as an (m, m) matrix: (B B^*)_{lk} = <B_l, B_k>."""
         m = self.num_measurements
         if self._dense is not None:
+            # (B B^*)_{lk} = <A_l, D1^{-2} A_k D2^{-2}>: one transformed copy, built in chunks
             flat = self._dense.reshape(m, -1)
-            return flat @ flat.T
+            blocks = []
+            for start in range(0, m, _CHUNK):
+                chunk = self._scale(self._scale(self._dense[start : start + _CHUNK]))
+                blocks.append(chunk.reshape(chunk.shape[0], -1) @ flat.T)
+            return torch.cat(blocks, dim=0)
         if self._rank_one is not None:
             a, c = self._scaled_vectors()
             return (a @ a.T) * (c @ c.T)
@@ -278,7 +284,10 @@ class ScaledMap:
     def tangent_rows(self, U: torch.Tensor, V: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return (B_l^T U)_l of shape (m, d2, r) and (B_l V)_l of shape (m, d1, r)."""
         if self._dense is not None:
-            return self._dense.mT @ U, self._dense @ V
+            # B_l^T U = D2^{-1} A_l^T (D1^{-1} U) and B_l V = D1^{-1} A_l (D2^{-1} V)
+            left = _mul(self.right_inverse, self._dense.mT @ _mul(self.left_inverse, U))
+            right = _mul(self.left_inverse, self._dense @ _mul(self.right_inverse, V))
+            return left, right
         if self._rank_one is not None:
             a, c = self._scaled_vectors()
             left = c.unsqueeze(-1) * (a @ U).unsqueeze(-2)
@@ -297,7 +306,7 @@ class ScaledMap:
         """The sensing matrices B_l as an (m, d1 * d2) matrix (row-major vec; small problems only)."""
         m = self.num_measurements
         if self._dense is not None:
-            return self._dense.reshape(m, -1)
+            return self._scale(self._dense).reshape(m, -1)
         eye = torch.eye(m, dtype=self.dtype, device=self.device)
         return torch.cat(
             [
