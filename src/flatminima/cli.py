@@ -159,7 +159,7 @@ def reproduce(
 
     if list_:
         for key, reproduction in REPRODUCTIONS.items():
-            typer.echo(f"{key:<18}{reproduction.summary}")
+            typer.echo(f"{key:<19} {reproduction.summary}")
         return
     if name is None:
         raise ConfigurationError(f"give a reproduction name or --list; valid: {', '.join(REPRODUCTIONS)}")

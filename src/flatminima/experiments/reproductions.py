@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from flatminima.errors import ConfigurationError
 from flatminima.experiments import figures
 from flatminima.experiments.spec import SweepSpec, parse_spec
+from flatminima.experiments.study import Study
 
 if TYPE_CHECKING:
     import pandas
@@ -382,7 +383,7 @@ def _draw_deep(frames: Frames, specs: list[SweepSpec], path: Path) -> Path:
     return figures._finish(fig, caption, path)
 
 
-REPRODUCTIONS: dict[str, Reproduction] = {}
+REPRODUCTIONS: dict[str, Reproduction | Study] = {}
 for _name, _entry in _FIG3.items():
     REPRODUCTIONS[_name] = Reproduction(
         _name,
@@ -414,7 +415,13 @@ REPRODUCTIONS["depth-deep"] = Reproduction(
 )
 
 
-def get_reproduction(name: str) -> Reproduction:
+# Network studies: the second kind of reproduction (see flatminima.experiments.study).
+from flatminima.experiments.studies import STUDIES  # noqa: E402
+
+REPRODUCTIONS.update(STUDIES)
+
+
+def get_reproduction(name: str) -> Reproduction | Study:
     """The reproduction ``name``.
 
     Raises:

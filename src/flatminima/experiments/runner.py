@@ -18,6 +18,7 @@ from flatminima.experiments import figures
 from flatminima.experiments.executors import make_executor
 from flatminima.experiments.reproductions import Table, get_reproduction
 from flatminima.experiments.store import Store
+from flatminima.experiments.study import Study
 from flatminima.experiments.sweep import SweepResult, run_sweep
 
 if TYPE_CHECKING:
@@ -77,9 +78,15 @@ def reproduce(
         ConfigurationError: unknown name, unwritable output or store, bad executor options.
     """
     reproduction = get_reproduction(name)
-    specs = reproduction.specs(quick)
     out = _output_dir(out_dir)
     store_file = Path(store_path) if store_path is not None else out / "flatminima.sqlite"
+    if isinstance(reproduction, Study):  # a network study: it trains and measures itself
+        with Store(store_file) as store:
+            output = reproduction.execute(quick=quick, out_dir=out, store=store, progress=progress)
+        csv = out / f"{name}.csv"
+        output.frame.to_csv(csv, index=False)
+        return ReproductionOutcome(name, csv, output.figure, store_file, output.table, output.sweeps)
+    specs = reproduction.specs(quick)
     results = []
     with Store(store_file) as store:
         pending = sum(len({t.key for t in spec.trials()} - store.finished_keys()) for spec in specs)

@@ -1,0 +1,135 @@
+"""Shared pieces of the network studies: seeds, digits training, flatness measures, tables, figures."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from flatminima.curvature import (
+    HessianOperator,
+    epsilon_sharpness,
+    hutchinson_trace,
+    lanczos_eigenvalues,
+)
+from flatminima.networks import Dataset, TrainingResult, load_digits_split, mlp, train_classifier
+from flatminima.random import child_generators
+
+
+def streams(seed: int) -> dict[str, torch.Generator]:
+    """Independent generators (split, init, batches, measure) of one seed."""
+    return child_generators(seed, "split", "init", "batches", "measure")
+
+
+def digits(seed: int, num_train: int | None = None) -> Dataset:
+    """The digits split of ``seed`` (the split stream of :func:`streams`)."""
+    return load_digits_split(generator=streams(seed)["split"], num_train=num_train)
+
+
+def train_digits(
+    data: Dataset,
+    seed: int,
+    *,
+    hidden: Sequence[int],
+    learning_rate: float,
+    batch_size: int,
+    target_loss: float | None,
+    max_epochs: int,
+    weight_decay: float = 0.0,
+) -> tuple[nn.Module, TrainingResult]:
+    """(initial model, training result) of an MLP on ``data``; init and batch order from ``seed``."""
+    gens = streams(seed)
+    model = mlp(data.num_features, list(hidden), data.num_classes, generator=gens["init"])
+    result = train_classifier(
+        model,
+        data,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        generator=gens["batches"],
+        weight_decay=weight_decay,
+        target_loss=target_loss,
+        max_epochs=max_epochs,
+    )
+    return model, result
+
+
+def hessian(model: nn.Module, data: Dataset) -> HessianOperator:
+    """The Hessian of the full training cross-entropy at the model's parameters (eval mode)."""
+    return HessianOperator.from_model(
+        model, nn.functional.cross_entropy, [(data.x_train, data.y_train)], mode="eval"
+    )
+
+
+def curvature(op: HessianOperator, generator: torch.Generator, *, num_probes: int = 100) -> dict[str, float]:
+    """Top Hessian eigenvalue (Lanczos) and trace (Hutchinson, with its standard error)."""
+    top = lanczos_eigenvalues(op, 1, generator=generator, tol=1e-6)
+    trace = hutchinson_trace(op, num_probes, generator=generator)
+    return {
+        "top_eigenvalue": float(top.eigenvalues[0]),
+        "trace": float(trace.value),
+        "trace_stderr": float(trace.stderr),
+    }
+
+
+def keskar_sharpness(
+    op: HessianOperator, generator: torch.Generator, epsilons: Sequence[float] = (1e-3, 5e-4)
+) -> dict[str, float]:
+    """Keskar's phi(eps, A) in percent, full space and a random 100-dim subspace, per eps."""
+    out = {}
+    for eps in epsilons:
+        out[f"eps_sharpness_full_{eps:g}"] = epsilon_sharpness(op, eps, generator=generator).value
+        dim = min(100, op.size)
+        out[f"eps_sharpness_sub{dim}_{eps:g}"] = epsilon_sharpness(
+            op, eps, subspace_dim=dim, generator=generator
+        ).value
+    return out
+
+
+def mean_std(values: Any) -> str:
+    """``mean ± std`` (sample std over seeds; one value shows as itself)."""
+    import numpy
+
+    array = numpy.asarray(list(values), dtype=float)
+    if array.size == 0:
+        return "-"
+    if array.size == 1:
+        return f"{array[0]:.4g}"
+    return f"{array.mean():.4g} ± {array.std(ddof=1):.2g}"
+
+
+def fmt(value: float) -> str:
+    """A number for a summary table."""
+    return "-" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4g}"
+
+
+def caption(config: Any, extra: str = "") -> str:
+    """A caption stating the configuration (and anything else a reader needs)."""
+    import dataclasses
+
+    fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
+    text = "config: " + ", ".join(f"{k}={v}" for k, v in fields.items())
+    return f"{text}. {extra}".strip()
+
+
+def finish(fig: Any, text: str, path: Any) -> Any:
+    """Add a wrapped caption under the axes, save at 120 dpi and close."""
+    import textwrap
+
+    from flatminima.landscape.plots import pyplot
+
+    fig.text(0.01, 0.005, "\n".join(textwrap.wrap(text, 150)), ha="left", va="bottom", fontsize=7)
+    fig.savefig(path, dpi=120)
+    pyplot().close(fig)
+    return path
+
+
+def table_from(frame: Any, by: str, columns: Mapping[str, str]) -> tuple[list[str], list[list[str]]]:
+    """Per value of ``by``: mean ± std over rows of every column (headers from ``columns``' values)."""
+    headers = [by, "n", *columns.values()]
+    rows = []
+    for key, group in frame.groupby(by, sort=False):
+        rows.append([str(key), str(len(group)), *[mean_std(group[c]) for c in columns]])
+    return headers, rows
