@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 from flatminima.errors import ConfigurationError, InputDataError
 from flatminima.experiments.reproductions import REPRODUCTIONS, get_reproduction
 from flatminima.experiments.runner import reproduce
-from flatminima.experiments.studies import dinh, keskar
+from flatminima.experiments.studies import dinh, fantastic, keskar, noise_scale
 from flatminima.experiments.study import Study
 
 
@@ -86,3 +87,74 @@ def test_impossible_batch_is_reported(tmp_path: Path) -> None:
         ConfigurationError, match=r"large_batch must be <= the training set size 50; got large_batch=100"
     ):
         keskar.run(config, tmp_path, "keskar-batch", sweep="x", store=None, progress=False)
+
+
+def test_noise_scale_quick(tmp_path: Path) -> None:
+    frame, outcome, elapsed = _run("noise-scale", tmp_path)
+    assert elapsed < 120
+    config = noise_scale.QUICK
+    assert len(frame) == len(config.learning_rates) * len(config.batch_sizes) * len(config.seeds)
+    assert frame["ratio"].to_numpy() == pytest.approx(
+        (frame["learning_rate"] / frame["batch_size"]).to_numpy()
+    )
+    ok = frame[~frame["diverged"]]
+    assert (ok["top_eigenvalue"] > 0).all() and ok["test_accuracy"].between(0, 1).all()
+    _, rows = outcome.table  # type: ignore[attr-defined]
+    assert [r[0] for r in rows][:3] == ["top_eigenvalue", "trace", "test_accuracy"]
+
+
+TINY = dataclasses.replace(
+    fantastic.QUICK, batch_sizes=(64,), widths=(8, 32), depths=(1,), target_loss=0.1, num_train=300
+)
+
+
+@pytest.mark.slow
+def test_fantastic_quick(tmp_path: Path) -> None:
+    frame, _, elapsed = _run("fantastic-measures", tmp_path)
+    assert elapsed < 120 and len(frame) == len(fantastic.QUICK.grid()) and (frame["status"] == "ok").all()
+
+
+def test_fantastic_tiny_resumes_from_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    study = REPRODUCTIONS["fantastic-measures"]
+    assert isinstance(study, Study)
+    monkeypatch.setitem(REPRODUCTIONS, "fantastic-measures", dataclasses.replace(study, quick=TINY))
+    frame, outcome, _ = _run("fantastic-measures", tmp_path)
+    assert len(frame) == len(TINY.grid()) == 4 and (frame["status"] == "ok").all()
+    (sweep,) = outcome.sweeps  # type: ignore[attr-defined]
+    assert sweep.total == sweep.completed == len(frame) and sweep.skipped == 0
+    taus = pandas.read_csv(tmp_path / "fantastic-measures_tau.csv")
+    assert list(taus["measure"]) == list(fantastic.MEASURE_NAMES)
+    assert taus["tau"].dropna().between(-1, 1).all() and taus["tau"].notna().sum() >= 10
+    assert list(taus.columns[3:6]) == ["learning_rate", "width", "Psi"]  # only varied hyperparameters
+    again = reproduce("fantastic-measures", quick=True, out_dir=tmp_path, progress=False)
+    (sweep,) = again.sweeps
+    assert sweep.skipped == len(frame) and sweep.completed == 0
+    assert again.table == outcome.table  # type: ignore[attr-defined]
+
+
+def test_granulated_tau_by_hand() -> None:
+    # two hyperparameters with two values each and one seed: psi_h averages the tau of each pair.
+    rows = []
+    gaps = {(0.1, 32): 0.1, (0.1, 128): 0.3, (0.3, 32): 0.2, (0.3, 128): 0.4}
+    for (lr, batch), gap in gaps.items():
+        row = dict.fromkeys(fantastic.HYPERPARAMETERS, 0)
+        row.update(learning_rate=lr, batch_size=batch, status="ok", reached_target=True, gap_error=gap)
+        row["path_norm"] = gap if lr == 0.1 else -gap  # agrees with the gap along batch size only at lr = 0.1
+        rows.append(row)
+    taus = fantastic.correlations(pandas.DataFrame(rows)).set_index("measure")
+    assert taus.loc["path_norm", "batch_size"] == pytest.approx(0.0)  # +1 at lr = 0.1, -1 at lr = 0.3
+    assert taus.loc["path_norm", "learning_rate"] == pytest.approx(-1.0)
+    assert taus.loc["path_norm", "Psi"] == pytest.approx(-0.5)
+    assert math.isnan(taus.loc["hutchinson_trace", "tau"])
+
+
+def test_fantastic_config_errors() -> None:
+    with pytest.raises(ConfigurationError, match=r"widths must hold at least one value; got widths=\(\)"):
+        fantastic.FantasticConfig(widths=())
+    with pytest.raises(InputDataError, match=r"depths\[i\] must be >= 1; got depths\[i\]=0"):
+        fantastic.FantasticConfig(depths=(0,))
+    with pytest.raises(InputDataError, match=r"weight_decays\[i\] must satisfy 0.0 <= weight_decays\[i\]"):
+        fantastic.FantasticConfig(weight_decays=(-1.0,))
+    with pytest.raises(ConfigurationError, match=r"batch_sizes must be <= the training set size 50; got 64"):
+        config = dataclasses.replace(noise_scale.QUICK, batch_sizes=(64,), num_train=50)
+        noise_scale.run(config, Path("."), "noise-scale", sweep="x", store=None, progress=False)

@@ -1,12 +1,16 @@
 """Neural-network studies of flatness and generalization on digits, registered as reproductions.
 
 * ``keskar-batch``: large vs small batch, epsilon-sharpness, Hessian, gap (Keskar et al. 2017);
-* ``dinh-reparam``: layer rescaling changes Hessian measures but not the function (Dinh et al. 2017).
+* ``fantastic-measures``: Kendall tau of flatness measures and norm baselines with the generalization gap
+  over a grid of models, overall and granulated (Jiang et al. 2020);
+* ``dinh-reparam``: layer rescaling changes Hessian measures but not the function (Dinh et al. 2017);
+* ``noise-scale``: final sharpness and test accuracy against learning rate / batch size (Jastrzebski et
+  al. 2018).
 """
 
 from __future__ import annotations
 
-from flatminima.experiments.studies import dinh, keskar
+from flatminima.experiments.studies import dinh, fantastic, keskar, noise_scale
 from flatminima.experiments.study import Study
 
 STUDIES: dict[str, Study] = {
@@ -23,5 +27,19 @@ STUDIES: dict[str, Study] = {
         dinh.QUICK,
         dinh.FULL,
         dinh.run,
+    ),
+    "fantastic-measures": Study(
+        "fantastic-measures",
+        "Kendall tau (overall, granulated) of flatness and norm measures with the gap (Jiang et al. 2020)",
+        fantastic.QUICK,
+        fantastic.FULL,
+        fantastic.run,
+    ),
+    "noise-scale": Study(
+        "noise-scale",
+        "final sharpness and test accuracy against learning rate / batch size (Jastrzebski et al. 2018)",
+        noise_scale.QUICK,
+        noise_scale.FULL,
+        noise_scale.run,
     ),
 }

@@ -1,0 +1,345 @@
+"""A "fantastic generalization measures" study in miniature (Jiang et al. 2020) on digits.
+
+A grid of MLPs varying learning rate, batch size, width, depth, weight decay and seed is trained by SGD
+until the training cross-entropy is <= ``target_loss`` (Jiang et al. stop at 0.01). For every model we
+compute each flatness measure of :data:`flatminima.curvature.MEASURES` used by Jiang et al. (through
+:func:`flatminima.curvature.measure`), norm-based baselines and the optimization speed, and correlate
+each with the generalization gap g = test error - train error by Kendall's tau
+
+    tau = (2 / (n (n - 1))) sum_{i<j} sign(mu_i - mu_j) sign(g_i - g_j)    (scipy's tau-b, ties handled),
+
+overall, and granulated (Jiang et al., eq. 4): for each hyperparameter h, tau within every group of
+models that differ only in h, averaged over the groups (psi_h); Psi is the mean of psi_h over h. Every
+measure is oriented as a complexity (larger = predicted larger gap): PAC-Bayes measures use 1/sigma^2.
+Models that do not reach the target are kept in the CSV and left out of the correlations, as in the paper.
+
+Each model is one trial of the SQLite store (keyed by its hyperparameters and the study settings), so an
+interrupted run resumes where it stopped. The PAC-Bayes sigma here bounds the increase of the training
+cross-entropy by 0.1 (Jiang et al. use the 0-1 error); worst-case sharpness uses an l2 ball of radius 0.05.
+
+References:
+    Y. Jiang, B. Neyshabur, H. Mobahi, D. Krishnan, S. Bengio. Fantastic generalization measures and
+    where to find them. ICLR 2020.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import itertools
+import math
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from flatminima._checks import check_int_in_range, check_real
+from flatminima.curvature import measure
+from flatminima.errors import ConfigurationError
+from flatminima.experiments.studies import _common as common
+from flatminima.experiments.study import StudyOutput, progress_bar
+from flatminima.experiments.sweep import SweepResult
+from flatminima.experiments.trial import Trial, TrialRecord
+from flatminima.networks import evaluate, linear_layers
+
+HYPERPARAMETERS = ("learning_rate", "batch_size", "width", "depth", "weight_decay", "seed")
+FLATNESS = (
+    "lanczos_top_eigenvalue",
+    "hutchinson_trace",
+    "epsilon_sharpness",
+    "worst_case_sharpness",
+    "adaptive_worst_case_sharpness",
+    "pac_bayes_flatness",
+    "pac_bayes_orig",
+    "pac_bayes_init",
+    "magnitude_pac_bayes_flatness",
+    "magnitude_pac_bayes_orig",
+    "magnitude_pac_bayes_init",
+)
+BASELINES = (
+    "path_norm",
+    "parameter_norm",
+    "distance_from_init",
+    "log_product_frobenius",
+    "log_product_spectral",
+    "num_steps",
+)
+MEASURE_NAMES = (*FLATNESS, *BASELINES)
+
+
+@dataclasses.dataclass(frozen=True)
+class FantasticConfig:
+    """The grid and the training settings (see the module)."""
+
+    learning_rates: tuple[float, ...] = (0.03, 0.1)
+    batch_sizes: tuple[int, ...] = (32, 128)
+    widths: tuple[int, ...] = (16, 64)
+    depths: tuple[int, ...] = (1, 2)
+    weight_decays: tuple[float, ...] = (0.0, 5e-4)
+    seeds: tuple[int, ...] = (0, 1)
+    target_loss: float = 0.01
+    max_epochs: int = 1500
+    num_train: int | None = None
+
+    def __post_init__(self) -> None:
+        for field in ("learning_rates", "batch_sizes", "widths", "depths", "weight_decays", "seeds"):
+            if not getattr(self, field):
+                raise ConfigurationError(f"{field} must hold at least one value; got {field}=().")
+        for lr in self.learning_rates:
+            check_real("learning_rates[i]", lr, low=0.0, low_open=True)
+        for batch in self.batch_sizes:
+            check_int_in_range("batch_sizes[i]", batch, low=1)
+        for width in self.widths:
+            check_int_in_range("widths[i]", width, low=1)
+        for depth in self.depths:
+            check_int_in_range("depths[i]", depth, low=1)
+        for decay in self.weight_decays:
+            check_real("weight_decays[i]", decay, low=0.0)
+        check_real("target_loss", self.target_loss, low=0.0, low_open=True)
+        check_int_in_range("max_epochs", self.max_epochs, low=1)
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every hyperparameter combination, as dicts keyed by :data:`HYPERPARAMETERS`."""
+        values = (
+            self.learning_rates,
+            self.batch_sizes,
+            self.widths,
+            self.depths,
+            self.weight_decays,
+            self.seeds,
+        )
+        return [dict(zip(HYPERPARAMETERS, combo, strict=True)) for combo in itertools.product(*values)]
+
+
+QUICK = FantasticConfig(
+    learning_rates=(0.03, 0.1),
+    batch_sizes=(32, 128),
+    widths=(16, 64),
+    depths=(1, 2),
+    weight_decays=(0.0,),
+    seeds=(0,),
+    target_loss=0.05,
+    num_train=600,
+)
+FULL = FantasticConfig()
+
+
+def norm_baselines(model: nn.Module, initial: nn.Module) -> dict[str, float]:
+    """||w||^2, ||w - w0||^2, sum_l log ||W_l||_F^2 and sum_l log ||W_l||_2^2 (Jiang et al., App. C)."""
+    w = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    w0 = torch.cat([p.detach().reshape(-1) for p in initial.parameters()])
+    weights = [layer.weight.detach() for layer in linear_layers(model)]
+    return {
+        "parameter_norm": float(w.square().sum()),
+        "distance_from_init": float((w - w0).square().sum()),
+        "log_product_frobenius": sum(math.log(float(W.square().sum())) for W in weights),
+        "log_product_spectral": sum(2 * math.log(float(torch.linalg.matrix_norm(W, ord=2))) for W in weights),
+    }
+
+
+def _trial(config: FantasticConfig, sweep: str, hp: dict[str, Any]) -> Trial:
+    params = {
+        **hp,
+        "target_loss": config.target_loss,
+        "max_epochs": config.max_epochs,
+        "num_train": config.num_train,
+    }
+    cell = {k: v for k, v in hp.items() if k != "seed"}
+    return Trial(sweep, "digits", params, cell, "sgd", "sgd", {}, seed=hp["seed"], draw=0)
+
+
+def train_and_measure(config: FantasticConfig, hp: dict[str, Any]) -> dict[str, Any]:
+    """Train one model of the grid and compute every measure and the gaps."""
+    data = common.digits(hp["seed"], config.num_train)
+    initial, result = common.train_digits(
+        data,
+        hp["seed"],
+        hidden=[hp["width"]] * hp["depth"],
+        learning_rate=hp["learning_rate"],
+        batch_size=hp["batch_size"],
+        target_loss=config.target_loss,
+        max_epochs=config.max_epochs,
+        weight_decay=hp["weight_decay"],
+    )
+    metrics: dict[str, Any] = {"reached_target": result.reached_target, "diverged": result.diverged}
+    metrics.update(epochs=result.epochs, num_steps=result.steps)
+    if result.diverged:
+        return metrics
+    metrics.update(evaluate(result.model, data))
+    op = common.hessian(result.model, data)
+    w0 = {key: p.detach() for key, p in initial.named_parameters()}
+    options: dict[str, dict[str, Any]] = {
+        "lanczos_top_eigenvalue": {"tol": 1e-6},
+        "epsilon_sharpness": {"epsilon": 1e-3},
+        "pac_bayes_init": {"initial_weights": w0},
+        "magnitude_pac_bayes_init": {"initial_weights": w0},
+    }
+    table = measure(
+        op, [*FLATNESS, "path_norm"], generator=common.streams(hp["seed"])["measure"], options=options
+    )
+    metrics.update({record.name: record.value for record in table})
+    metrics.update(norm_baselines(result.model, initial))
+    return metrics
+
+
+def run(
+    config: FantasticConfig, out_dir: Path, name: str, *, sweep: str, store: Any, progress: bool
+) -> StudyOutput:
+    """Train the grid (resuming from the store), correlate, draw; see the module."""
+    from flatminima import __version__
+
+    trials = [(_trial(config, sweep, hp), hp) for hp in config.grid()]
+    if store is not None:
+        store.register_sweep({"name": sweep, "study": name, "config": dataclasses.asdict(config)})
+        finished = store.finished_keys([t.key for t, _ in trials])
+    else:
+        finished = set()
+    pending = [(t, hp) for t, hp in trials if t.key not in finished]
+    records: dict[str, TrialRecord] = {}
+    start = time.perf_counter()
+    failed = 0
+    with progress_bar(sweep, len(pending), progress) as bar:
+        for trial, hp in pending:
+            begin = time.perf_counter()
+            try:
+                metrics, status, error = train_and_measure(config, hp), "ok", None
+            except Exception as failure:  # a failing model is recorded; the study goes on
+                metrics, status, error = (
+                    {},
+                    "failed",
+                    " ".join(f"{type(failure).__name__}: {failure}".split()),
+                )
+            record = TrialRecord(
+                key=trial.key,
+                trial=trial.to_dict(),
+                metrics=metrics,
+                status=status,
+                error=error,
+                duration=time.perf_counter() - begin,
+                host=socket.gethostname(),
+                version=__version__,
+                created=datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
+            )
+            records[trial.key] = record
+            if store is not None:
+                store.write(record)
+            failed += status == "failed"
+            bar.advance(failed=status == "failed")
+    if store is not None:
+        records.update({r.key: r for r in store.records(sweep) if r.key in {t.key for t, _ in trials}})
+    result = SweepResult(
+        sweep,
+        len(trials),
+        len(finished),
+        len(pending),
+        failed,
+        time.perf_counter() - start,
+        "in-process (network study)",
+    )
+    frame = _frame([records[t.key] for t, _ in trials if t.key in records])
+    taus = correlations(frame)
+    taus.to_csv(out_dir / f"{name}_tau.csv", index=False)
+    figure = _draw(taus, frame, config, out_dir / f"{name}.png")
+    varied = [h for h in HYPERPARAMETERS if h in taus.columns]
+    headers = ["measure", "tau", *[f"psi {h}" for h in varied], "Psi"]
+    rows = [
+        [r["measure"], common.fmt(r["tau"]), *[common.fmt(r[h]) for h in varied], common.fmt(r["Psi"])]
+        for _, r in taus.iterrows()
+    ]
+    return StudyOutput(frame, figure, (headers, rows), (result,))
+
+
+def _frame(records: list[TrialRecord]) -> Any:
+    import pandas
+
+    rows = []
+    for record in records:
+        row = {"key": record.key, **{h: record.trial["params"][h] for h in HYPERPARAMETERS}}
+        row.update(status=record.status, error=record.error, duration=record.duration, **record.metrics)
+        rows.append(row)
+    return pandas.DataFrame(rows)
+
+
+def correlations(frame: Any) -> Any:
+    """Per measure: overall Kendall tau with gap_error, psi per varied hyperparameter, and Psi.
+
+    Only models with status ok that reached the target are used; a hyperparameter with one value is not
+    varied and gets no column. psi_h is NaN when no group has two distinct values of the measure and gap.
+    """
+    import numpy
+    import pandas
+    from scipy.stats import kendalltau
+
+    ok = (
+        frame[(frame["status"] == "ok") & frame.get("reached_target", False).astype(bool)]
+        if len(frame)
+        else frame
+    )
+    varied = [h for h in HYPERPARAMETERS if len(ok) and ok[h].nunique() > 1]
+    rows = []
+    for measure_name in MEASURE_NAMES:
+        row: dict[str, Any] = {
+            "measure": measure_name,
+            "kind": "flatness" if measure_name in FLATNESS else "baseline",
+        }
+        if len(ok) < 2 or measure_name not in ok:
+            row.update(tau=math.nan, Psi=math.nan, models=len(ok), **dict.fromkeys(varied, math.nan))
+            rows.append(row)
+            continue
+        row["tau"] = float(kendalltau(ok[measure_name], ok["gap_error"]).statistic)
+        psis = []
+        for h in varied:
+            others = [o for o in HYPERPARAMETERS if o != h]
+            taus = []
+            for _, group in ok.groupby(others):
+                if len(group) > 1 and group[measure_name].nunique() > 1 and group["gap_error"].nunique() > 1:
+                    taus.append(float(kendalltau(group[measure_name], group["gap_error"]).statistic))
+            row[h] = float(numpy.mean(taus)) if taus else math.nan
+            psis.append(row[h])
+        finite = [p for p in psis if not math.isnan(p)]
+        row["Psi"] = float(numpy.mean(finite)) if finite else math.nan
+        row["models"] = len(ok)
+        rows.append(row)
+    return pandas.DataFrame(rows)
+
+
+def _draw(taus: Any, frame: Any, config: FantasticConfig, path: Path) -> Path:
+    import numpy
+
+    from flatminima.landscape.plots import pyplot
+
+    plt = pyplot()
+    varied = [h for h in HYPERPARAMETERS if h in taus.columns]
+    fig, axes = plt.subplots(1, 2, figsize=(15, 6), gridspec_kw={"width_ratios": [1, 1.3]})
+    y = numpy.arange(len(taus))
+    axes[0].barh(y - 0.2, taus["tau"], height=0.4, label="overall tau")
+    axes[0].barh(y + 0.2, taus["Psi"], height=0.4, label="granulated Psi")
+    axes[0].set_yticks(y)
+    axes[0].set_yticklabels(taus["measure"], fontsize=7)
+    axes[0].axvline(0.0, color="k", linewidth=0.5)
+    axes[0].invert_yaxis()
+    axes[0].set_xlabel("Kendall tau with the generalization gap (test - train error)")
+    axes[0].legend(fontsize=7)
+    matrix = taus[varied].to_numpy(dtype=float) if varied else numpy.zeros((len(taus), 0))
+    image = axes[1].imshow(matrix, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
+    axes[1].set_xticks(range(len(varied)))
+    axes[1].set_xticklabels(varied, rotation=20, fontsize=8)
+    axes[1].set_yticks(y)
+    axes[1].set_yticklabels(taus["measure"], fontsize=7)
+    for (i, j), value in numpy.ndenumerate(matrix):
+        axes[1].text(
+            j, i, "-" if numpy.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=6
+        )
+    fig.colorbar(image, ax=axes[1], shrink=0.8, label="psi_h (granulated tau)")
+    used = int(taus["models"].iloc[0]) if len(taus) else 0
+    fig.suptitle("Fantastic measures in miniature (Jiang et al. 2020): digits MLPs")
+    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    text = (
+        f"{len(frame)} models, {used} reached the target loss and enter the correlations. Measures are "
+        "complexities (PAC-Bayes: 1/sigma^2 and the bounds; sigma for a 0.1 increase of training "
+        "cross-entropy). Gap = test error - train error."
+    )
+    return common.finish(fig, common.caption(config, text), path)
