@@ -13,7 +13,7 @@ import pytest
 from flatminima.errors import ConfigurationError, InputDataError
 from flatminima.experiments.reproductions import REPRODUCTIONS, get_reproduction
 from flatminima.experiments.runner import reproduce
-from flatminima.experiments.studies import dinh, fantastic, keskar, noise_scale
+from flatminima.experiments.studies import dinh, fantastic, keskar, landscapes, noise_scale
 from flatminima.experiments.study import Study
 
 
@@ -158,3 +158,26 @@ def test_fantastic_config_errors() -> None:
     with pytest.raises(ConfigurationError, match=r"batch_sizes must be <= the training set size 50; got 64"):
         config = dataclasses.replace(noise_scale.QUICK, batch_sizes=(64,), num_train=50)
         noise_scale.run(config, Path("."), "noise-scale", sweep="x", store=None, progress=False)
+
+
+def test_landscape_digits_quick(tmp_path: Path) -> None:
+    frame, _, elapsed = _run("landscape-digits", tmp_path)
+    assert elapsed < 120
+    assert list(frame["solution"]) == ["small", "large"]
+    assert (frame["width_random_mean"] > 0).all() and (frame["width_top_eigenvector"] > 0).all()
+    grid = pandas.read_csv(tmp_path / "landscape-digits_grid.csv")
+    points = landscapes.QUICK.grid_points**2
+    assert len(grid) == 4 * points  # two solutions x (random, hessian)
+    centre = grid[(grid["x"] == 0) & (grid["y"] == 0)]
+    for regime in ("small", "large"):
+        expected = float(frame.loc[frame["solution"] == regime, "train_loss"].iloc[0])
+        values = centre.loc[centre["solution"] == regime, "train_loss"]
+        assert values.to_numpy() == pytest.approx(expected, rel=1e-10)
+        assert grid.loc[grid["solution"] == regime, "train_loss"].min() >= expected * (1 - 0.5)
+
+
+def test_landscape_config_errors() -> None:
+    with pytest.raises(InputDataError, match=r"grid_points must be >= 3; got grid_points=2"):
+        landscapes.LandscapeConfig(grid_points=2)
+    with pytest.raises(InputDataError, match=r"delta must satisfy 0.0 < delta; got delta=0.0"):
+        landscapes.LandscapeConfig(delta=0.0)

@@ -5,12 +5,14 @@
   over a grid of models, overall and granulated (Jiang et al. 2020);
 * ``dinh-reparam``: layer rescaling changes Hessian measures but not the function (Dinh et al. 2017);
 * ``noise-scale``: final sharpness and test accuracy against learning rate / batch size (Jastrzebski et
-  al. 2018).
+  al. 2018);
+* ``landscape-digits``: 1-D interpolation, filter-normalized and Hessian 2-D slices, basin widths of a
+  small- and a large-batch digits MLP (Li et al. 2018).
 """
 
 from __future__ import annotations
 
-from flatminima.experiments.studies import dinh, fantastic, keskar, noise_scale
+from flatminima.experiments.studies import dinh, fantastic, keskar, landscapes, noise_scale
 from flatminima.experiments.study import Study
 
 STUDIES: dict[str, Study] = {
@@ -41,5 +43,12 @@ STUDIES: dict[str, Study] = {
         noise_scale.QUICK,
         noise_scale.FULL,
         noise_scale.run,
+    ),
+    "landscape-digits": Study(
+        "landscape-digits",
+        "digits MLP landscapes: interpolation, filter-normalized and Hessian slices, basin widths",
+        landscapes.QUICK,
+        landscapes.FULL,
+        landscapes.run,
     ),
 }
