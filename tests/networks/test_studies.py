@@ -13,7 +13,7 @@ import pytest
 from flatminima.errors import ConfigurationError, InputDataError
 from flatminima.experiments.reproductions import REPRODUCTIONS, get_reproduction
 from flatminima.experiments.runner import reproduce
-from flatminima.experiments.studies import dinh, fantastic, keskar, landscapes, noise_scale
+from flatminima.experiments.studies import dinh, fantastic, keskar, landscapes, noise_scale, sensing_landscape
 from flatminima.experiments.study import Study
 
 
@@ -181,3 +181,23 @@ def test_landscape_config_errors() -> None:
         landscapes.LandscapeConfig(grid_points=2)
     with pytest.raises(InputDataError, match=r"delta must satisfy 0.0 < delta; got delta=0.0"):
         landscapes.LandscapeConfig(delta=0.0)
+
+
+def test_landscape_sensing_quick(tmp_path: Path) -> None:
+    frame, _, elapsed = _run("landscape-sensing", tmp_path)
+    assert elapsed < 120
+    assert list(frame["solution"]) == list(sensing_landscape.SOLUTIONS)
+    assert (frame["loss"] < 1e-9).all()  # every point is (numerically) a global minimizer
+    flat = frame.set_index("solution")["scaled_trace"]
+    assert flat["flat"] <= flat.min() * (1 + 1e-6)  # P_flat minimizes the scaled trace over the zero-loss set
+    norm = frame.set_index("solution")["nuclear_norm"]
+    assert norm["norm-minimal"] <= norm.min() * (1 + 1e-6)
+    grid = pandas.read_csv(tmp_path / "landscape-sensing_grid.csv")
+    assert len(grid) == 4 * sensing_landscape.QUICK.grid_points**2
+
+
+def test_sensing_config_errors() -> None:
+    with pytest.raises(InputDataError, match=r"rank must satisfy 1 <= rank <= dim = 4; got rank=5"):
+        sensing_landscape.SensingLandscapeConfig(dim=4, rank=5)
+    with pytest.raises(InputDataError, match=r"large_init must satisfy 0.0 < large_init; got large_init=0.0"):
+        sensing_landscape.SensingLandscapeConfig(large_init=0.0)

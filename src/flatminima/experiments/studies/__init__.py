@@ -7,12 +7,14 @@
 * ``noise-scale``: final sharpness and test accuracy against learning rate / batch size (Jastrzebski et
   al. 2018);
 * ``landscape-digits``: 1-D interpolation, filter-normalized and Hessian 2-D slices, basin widths of a
-  small- and a large-batch digits MLP (Li et al. 2018).
+  small- and a large-batch digits MLP (Li et al. 2018);
+* ``landscape-sensing``: flat vs norm-minimal vs gradient-descent solutions of matrix sensing, basin
+  widths along scaled random directions (Ding et al. 2024).
 """
 
 from __future__ import annotations
 
-from flatminima.experiments.studies import dinh, fantastic, keskar, landscapes, noise_scale
+from flatminima.experiments.studies import dinh, fantastic, keskar, landscapes, noise_scale, sensing_landscape
 from flatminima.experiments.study import Study
 
 STUDIES: dict[str, Study] = {
@@ -50,5 +52,12 @@ STUDIES: dict[str, Study] = {
         landscapes.QUICK,
         landscapes.FULL,
         landscapes.run,
+    ),
+    "landscape-sensing": Study(
+        "landscape-sensing",
+        "matrix sensing landscapes: flat vs norm-minimal vs GD solutions, scaled basin widths",
+        sensing_landscape.QUICK,
+        sensing_landscape.FULL,
+        sensing_landscape.run,
     ),
 }
