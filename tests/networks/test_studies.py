@@ -201,3 +201,14 @@ def test_sensing_config_errors() -> None:
         sensing_landscape.SensingLandscapeConfig(dim=4, rank=5)
     with pytest.raises(InputDataError, match=r"large_init must satisfy 0.0 < large_init; got large_init=0.0"):
         sensing_landscape.SensingLandscapeConfig(large_init=0.0)
+
+
+def test_seed_is_reported_but_not_averaged_into_psi() -> None:
+    rows = []
+    for seed, (measure_value, gap) in enumerate(((1.0, 0.2), (2.0, 0.1))):
+        row = dict.fromkeys(fantastic.HYPERPARAMETERS, 0)
+        row.update(seed=seed, status="ok", reached_target=True, gap_error=gap, path_norm=measure_value)
+        rows.append(row)
+    taus = fantastic.correlations(pandas.DataFrame(rows)).set_index("measure")
+    assert taus.loc["path_norm", "seed"] == pytest.approx(-1.0)
+    assert math.isnan(taus.loc["path_norm", "Psi"])

@@ -9,7 +9,8 @@ each with the generalization gap g = test error - train error by Kendall's tau
     tau = (2 / (n (n - 1))) sum_{i<j} sign(mu_i - mu_j) sign(g_i - g_j)    (scipy's tau-b, ties handled),
 
 overall, and granulated (Jiang et al., eq. 4): for each hyperparameter h, tau within every group of
-models that differ only in h, averaged over the groups (psi_h); Psi is the mean of psi_h over h. Every
+models that differ only in h, averaged over the groups (psi_h); Psi is the mean of psi_h over the
+hyperparameters h (psi_seed, for models differing only in the seed, is reported but not averaged). Every
 measure is oriented as a complexity (larger = predicted larger gap): PAC-Bayes measures use 1/sigma^2.
 Models that do not reach the target are kept in the CSV and left out of the correlations, as in the paper.
 
@@ -298,7 +299,8 @@ def correlations(frame: Any) -> Any:
                 if len(group) > 1 and group[measure_name].nunique() > 1 and group["gap_error"].nunique() > 1:
                     taus.append(float(kendalltau(group[measure_name], group["gap_error"]).statistic))
             row[h] = float(numpy.mean(taus)) if taus else math.nan
-            psis.append(row[h])
+            if h != "seed":  # psi_seed (models differing only in the seed) is shown but not in Psi
+                psis.append(row[h])
         finite = [p for p in psis if not math.isnan(p)]
         row["Psi"] = float(numpy.mean(finite)) if finite else math.nan
         row["models"] = len(ok)
