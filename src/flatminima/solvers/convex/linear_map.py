@@ -15,7 +15,7 @@ References:
 from __future__ import annotations
 
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -33,9 +33,11 @@ SINGULAR_THRESHOLD = 1e-12
 
 #: measurements per chunk in the generic (dense-slice) fallbacks.
 _CHUNK = 512
+#: measurements per block of the fused rank-one pass (measured: 512 to 25000 rows perform alike).
+_FUSED_ROWS = 2048
 
 
-def _mul(inverse: torch.Tensor | None, P: torch.Tensor) -> torch.Tensor:
+def inverse_times(inverse: torch.Tensor | None, P: torch.Tensor) -> torch.Tensor:
     """D^{-1} P with D^{-1} None (identity), a diagonal vector, or a symmetric matrix."""
     if inverse is None:
         return P
@@ -147,11 +149,15 @@ class ScaledMap:
     # products go through the thin matrices, e.g. a'^T-rows times P = a (D1^{-1} P).
     def _left_project(self, P: torch.Tensor) -> torch.Tensor:
         """(a'_l^T P)_l = a (D1^{-1} P), shape (m, k)."""
-        return typing.cast(tuple[torch.Tensor, torch.Tensor], self._rank_one)[0] @ _mul(self.left_inverse, P)
+        return typing.cast(tuple[torch.Tensor, torch.Tensor], self._rank_one)[0] @ inverse_times(
+            self.left_inverse, P
+        )
 
     def _right_project(self, Q: torch.Tensor) -> torch.Tensor:
         """(c'_l^T Q)_l = c (D2^{-1} Q), shape (m, k)."""
-        return typing.cast(tuple[torch.Tensor, torch.Tensor], self._rank_one)[1] @ _mul(self.right_inverse, Q)
+        return typing.cast(tuple[torch.Tensor, torch.Tensor], self._rank_one)[1] @ inverse_times(
+            self.right_inverse, Q
+        )
 
     def _left_back(self, Y: torch.Tensor) -> torch.Tensor:
         """sum_l a'_l Y_l = D1^{-1} a^T Y for Y (m, k), computed as (Y^T a)^T.
@@ -159,18 +165,29 @@ class ScaledMap:
         (torch's ``a.mT @ Y`` for a tall (m, d) matrix is several times slower than ``Y.mT @ a``.)
         """
         left = typing.cast(tuple[torch.Tensor, torch.Tensor], self._rank_one)[0]
-        return _mul(self.left_inverse, (Y.mT @ left).mT)
+        return inverse_times(self.left_inverse, (Y.mT @ left).mT)
 
     def _right_back(self, Y: torch.Tensor) -> torch.Tensor:
         """sum_l c'_l Y_l = D2^{-1} c^T Y for Y (m, k), computed as (Y^T c)^T."""
         right = typing.cast(tuple[torch.Tensor, torch.Tensor], self._rank_one)[1]
-        return _mul(self.right_inverse, (Y.mT @ right).mT)
+        return inverse_times(self.right_inverse, (Y.mT @ right).mT)
+
+    def rank_one_blocks(self) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
+        """Blocks (rows, a[rows], c[rows]) of ``_FUSED_ROWS`` measurements of a rank-one design (unscaled).
+
+        Passes that project the rows and accumulate an adjoint of the same rows read each block once
+        while it is in cache (half the memory traffic of two separate passes over the data).
+        """
+        a, c = typing.cast(tuple[torch.Tensor, torch.Tensor], self._rank_one)
+        for start in range(0, self.num_measurements, _FUSED_ROWS):
+            rows = slice(start, min(start + _FUSED_ROWS, self.num_measurements))
+            yield rows, a[rows], c[rows]
 
     def _scaled_vectors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(a', c') as (m, d1), (m, d2) matrices (small problems only)."""
         left, right = typing.cast(tuple[torch.Tensor, torch.Tensor], self._rank_one)
-        a = _mul(self.left_inverse, left.mT).mT if self.left_inverse is not None else left
-        c = _mul(self.right_inverse, right.mT).mT if self.right_inverse is not None else right
+        a = inverse_times(self.left_inverse, left.mT).mT if self.left_inverse is not None else left
+        c = inverse_times(self.right_inverse, right.mT).mT if self.right_inverse is not None else right
         return a, c
 
     @property
@@ -186,7 +203,7 @@ class ScaledMap:
     # ---- the map --------------------------------------------------------------------------------
     def _scale(self, Z: torch.Tensor) -> torch.Tensor:
         """D1^{-1} Z D2^{-1} for Z (..., d1, d2)."""
-        return _mul(self.right_inverse, _mul(self.left_inverse, Z).mT).mT
+        return inverse_times(self.right_inverse, inverse_times(self.left_inverse, Z).mT).mT
 
     def apply(self, Z: torch.Tensor) -> torch.Tensor:
         """B(Z) for Z of shape (..., d1, d2)."""
@@ -201,7 +218,9 @@ class ScaledMap:
             return (self._left_project(P) * self._right_project(Q)).sum(-1)
         if self._dense is not None:
             return self.apply(P @ Q.mT)
-        return self.operator.apply_factored(_mul(self.left_inverse, P), _mul(self.right_inverse, Q))
+        return self.operator.apply_factored(
+            inverse_times(self.left_inverse, P), inverse_times(self.right_inverse, Q)
+        )
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """B^*(y) = D1^{-1} A^*(y) D2^{-1} for y of shape (..., m)."""
@@ -216,7 +235,9 @@ class ScaledMap:
             return self._left_back(y.unsqueeze(-1) * self._right_project(V))
         if self._dense is not None:
             return self.adjoint(y) @ V
-        return _mul(self.left_inverse, self.operator.adjoint_matmul(y, _mul(self.right_inverse, V)))
+        return inverse_times(
+            self.left_inverse, self.operator.adjoint_matmul(y, inverse_times(self.right_inverse, V))
+        )
 
     def adjoint_t_matmul(self, y: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
         """B^*(y)^T U for U (d1, k)."""
@@ -224,25 +245,48 @@ class ScaledMap:
             return self._right_back(y.unsqueeze(-1) * self._left_project(U))
         if self._dense is not None:
             return self.adjoint(y).mT @ U
-        return _mul(self.right_inverse, self.operator.adjoint_t_matmul(y, _mul(self.left_inverse, U)))
+        return inverse_times(
+            self.right_inverse, self.operator.adjoint_t_matmul(y, inverse_times(self.left_inverse, U))
+        )
 
     def factored_with_adjoint(
-        self, P: torch.Tensor, Q: torch.Tensor, residual: Callable[[torch.Tensor], torch.Tensor]
+        self,
+        P: torch.Tensor,
+        Q: torch.Tensor,
+        residual: Callable[[torch.Tensor, slice], torch.Tensor],
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """One fused pass: v = B(P Q^T), y = residual(v), and (B^*(y) Q, B^*(y)^T P).
 
-        For rank-one operators the projections a' P and c' Q are computed once and reused by the
-        adjoint products (two passes over the data instead of four).
+        ``residual(v_rows, rows)`` must act row by row: it receives the values of the measurements
+        ``rows`` (a slice) and returns y on those rows. For rank-one operators the data are then read
+        once, in blocks of ``_FUSED_ROWS`` measurements that stay in cache between the projections
+        (a_l^T D1^{-1} P, c_l^T D2^{-1} Q) and the adjoint accumulations (sum_l a_l y_l (c_l^T Q)_l, ...):
+        half the memory traffic of a projection pass followed by an adjoint pass.
         """
         if self._rank_one is not None:
-            left = self._left_project(P)
-            right = self._right_project(Q)
-            value = (left * right).sum(-1)
-            y = residual(value)
-            yc = y.unsqueeze(-1)
-            return value, y, self._left_back(yc * right), self._right_back(yc * left)
+            P_scaled, Q_scaled = inverse_times(self.left_inverse, P), inverse_times(self.right_inverse, Q)
+            m = self.num_measurements
+            d1, d2 = self.shape
+            value = P.new_empty(m)
+            y = P.new_empty(m)
+            left_sum = P.new_zeros(P.shape[1], d1)  # sum_l y_l (c_l^T Q)_l a_l^T, (k, d1)
+            right_sum = P.new_zeros(Q.shape[1], d2)
+            for rows, a_rows, c_rows in self.rank_one_blocks():
+                left = a_rows @ P_scaled
+                right = c_rows @ Q_scaled
+                value[rows] = (left * right).sum(-1)
+                y[rows] = residual(value[rows], rows)
+                yc = y[rows].unsqueeze(-1)
+                left_sum.addmm_((yc * right).mT, a_rows)
+                right_sum.addmm_((yc * left).mT, c_rows)
+            return (
+                value,
+                y,
+                inverse_times(self.left_inverse, left_sum.mT),
+                inverse_times(self.right_inverse, right_sum.mT),
+            )
         value = self.apply_factored(P, Q)
-        y = residual(value)
+        y = residual(value, slice(None))
         if self._dense is not None:  # one dense adjoint serves both products
             G = self.adjoint(y)
             return value, y, G @ Q, G.mT @ P
@@ -285,8 +329,8 @@ class ScaledMap:
         """Return (B_l^T U)_l of shape (m, d2, r) and (B_l V)_l of shape (m, d1, r)."""
         if self._dense is not None:
             # B_l^T U = D2^{-1} A_l^T (D1^{-1} U) and B_l V = D1^{-1} A_l (D2^{-1} V)
-            left = _mul(self.right_inverse, self._dense.mT @ _mul(self.left_inverse, U))
-            right = _mul(self.left_inverse, self._dense @ _mul(self.right_inverse, V))
+            left = inverse_times(self.right_inverse, self._dense.mT @ inverse_times(self.left_inverse, U))
+            right = inverse_times(self.left_inverse, self._dense @ inverse_times(self.right_inverse, V))
             return left, right
         if self._rank_one is not None:
             a, c = self._scaled_vectors()
