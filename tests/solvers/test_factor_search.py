@@ -33,8 +33,8 @@ def test_factor_search_agrees_with_admm(problem: Problem, relaxation: str) -> No
 
 def test_structured_certificate_matches_the_exact_one() -> None:
     """Block Lanczos on B^*(lambda) (no dense SVD) gives the same dual residual as the exact path."""
-    from flatminima.solvers.convex.factor_search import certify_structured
     from flatminima.solvers.convex.formulation import formulate
+    from flatminima.solvers.convex.structured import certify_structured
 
     instance = BilinearSensing(shape=(20, 20), rank=2, num_measurements=300).sample(
         generator=torch.Generator().manual_seed(7)

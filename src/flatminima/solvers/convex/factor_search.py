@@ -35,19 +35,20 @@ from collections.abc import Callable
 
 import torch
 
-from flatminima.solvers.convex.certificate import (
-    Candidate,
-    better,
-    make_certificate,
-    operator_norm,
-    tangent_residual,
-)
+from flatminima.solvers.convex.certificate import Candidate, better
 from flatminima.solvers.convex.formulation import Formulation
-from flatminima.solvers.convex.lanczos import block_lanczos_norm
 from flatminima.solvers.convex.lbfgs import lbfgs
 from flatminima.solvers.convex.linear_map import ScaledMap
 from flatminima.solvers.convex.newton import kkt_newton
 from flatminima.solvers.convex.polish import corrected_multiplier, gauss_newton
+from flatminima.solvers.convex.structured import (
+    certify_structured,
+    factor_svd,
+    probe_scale,
+    random_normal,
+    spectral_start,
+    unit_generator,
+)
 from flatminima.solvers.result import ConvexResult, Status
 
 
@@ -77,125 +78,6 @@ class FactorSearchSettings:
     exact_dual_limit: int = 200
 
 
-def _unit_generator(generator: torch.Generator | None) -> torch.Generator:
-    return generator if generator is not None else torch.Generator().manual_seed(0)
-
-
-def _randn(*shape: int, like: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Gaussian draws from a CPU generator, moved to the dtype/device of ``like``."""
-    return torch.randn(*shape, generator=generator, dtype=torch.float64).to(like)
-
-
-def probe_scale(bmap: ScaledMap, like: torch.Tensor, generator: torch.Generator, probes: int = 4) -> float:
-    """gamma^2 ~ ||B(u v^T)||^2 / (||u||^2 ||v||^2) averaged over Gaussian rank-one probes."""
-    d1, d2 = bmap.shape
-    total = 0.0
-    for _ in range(probes):
-        u = _randn(d1, 1, like=like, generator=generator)
-        v = _randn(d2, 1, like=like, generator=generator)
-        value = bmap.apply_factored(u, v)
-        total += float(value.square().sum()) / (float(u.square().sum()) * float(v.square().sum()))
-    return max(total / probes, 1e-300)
-
-
-def spectral_start(
-    bmap: ScaledMap, y: torch.Tensor, width: int, generator: torch.Generator, power: int = 2
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Top-``width`` SVD (U, s, V) of B^*(y) by randomized subspace iteration on the structured map."""
-    d1, d2 = bmap.shape
-    columns = min(width + 5, d1, d2)
-    if bmap.operator.shape_in[0] * bmap.operator.shape_in[1] <= 250_000 and not bmap.rank_one:
-        G = bmap.adjoint(y)  # small or dense operator: form B^*(y) once
-
-        def matmul(X: torch.Tensor) -> torch.Tensor:
-            return G @ X
-
-        def rmatmul(Y: torch.Tensor) -> torch.Tensor:
-            return G.mT @ Y
-
-    else:
-
-        def matmul(X: torch.Tensor) -> torch.Tensor:
-            return bmap.adjoint_matmul(y, X)
-
-        def rmatmul(Y: torch.Tensor) -> torch.Tensor:
-            return bmap.adjoint_t_matmul(y, Y)
-
-    Q, _ = torch.linalg.qr(matmul(_randn(d2, columns, like=y, generator=generator)))
-    for _ in range(power):
-        P, _ = torch.linalg.qr(rmatmul(Q))
-        Q, _ = torch.linalg.qr(matmul(P))
-    small = rmatmul(Q).mT  # Q^T B^*(y), (columns, d2)
-    Us, s, Vh = torch.linalg.svd(small, full_matrices=False)
-    return Q @ Us[:, :width], s[:width], Vh[:width].mT
-
-
-def certify_structured(
-    bmap: ScaledMap,
-    b: torch.Tensor,
-    U: torch.Tensor,
-    s: torch.Tensor,
-    V: torch.Tensor,
-    lam: torch.Tensor,
-    *,
-    tolerance: float,
-    exact: bool,
-    generator: torch.Generator,
-    source: str,
-) -> Candidate:
-    """KKT certificate of (Z = U diag(s) V^T, lambda) using only structured products of B^*(lambda)."""
-    primal = float(torch.linalg.vector_norm(bmap.apply_factored(U * s, V) - b))
-    scale = float(torch.linalg.vector_norm(b))
-    dual_matrix = None
-    if exact:
-        dual_matrix = bmap.adjoint(lam)
-        tangent = tangent_residual(U, V, dual_matrix)
-        dual_norm = operator_norm(dual_matrix, symmetric=False)
-    else:
-        GV = bmap.adjoint_matmul(lam, V)
-        GtU = bmap.adjoint_t_matmul(lam, U)
-        tangent = float(((GtU - V).square().sum() + (GV - U @ (U.mT @ GV)).square().sum()).sqrt())
-
-        def off_tangent(X: torch.Tensor) -> torch.Tensor:
-            X = X - V @ (V.mT @ X)
-            Y = bmap.adjoint_matmul(lam, X)
-            return Y - U @ (U.mT @ Y)
-
-        def off_tangent_t(Y: torch.Tensor) -> torch.Tensor:
-            Y = Y - U @ (U.mT @ Y)
-            X = bmap.adjoint_t_matmul(lam, Y)
-            return X - V @ (V.mT @ X)
-
-        estimate = block_lanczos_norm(
-            off_tangent,
-            off_tangent_t,
-            bmap.shape[1],
-            dtype=b.dtype,
-            device=b.device,
-            generator=generator,
-        )
-        dual_norm = max(1.0, estimate.sigma_bound) + tangent
-    certificate = make_certificate(
-        primal_residual=primal,
-        scale=scale,
-        primal_objective=float(s.sum()),
-        dual_objective=float(lam @ b),
-        dual_norm=dual_norm,
-        dual_norm_exact=exact,
-        tangent=tangent,
-        tolerance=tolerance,
-    )
-    return Candidate(U, s, V, lam, dual_matrix, certificate, source)
-
-
-def _factor_svd(L: torch.Tensor, R: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """SVD of L R^T from thin QR factors."""
-    Ql, Rl = torch.linalg.qr(L)
-    Qr, Rr = torch.linalg.qr(R)
-    Uc, s, Vch = torch.linalg.svd(Rl @ Rr.mT)
-    return Ql @ Uc, s, Qr @ Vch.mT
-
-
 def solve_factor_search(
     formulation: Formulation,
     *,
@@ -209,7 +91,7 @@ def solve_factor_search(
     bmap = formulation.bmap
     if bmap is None:  # pragma: no cover - guarded by the dispatcher
         raise ValueError("factor search needs a linear constraint")
-    gen = _unit_generator(generator)
+    gen = unit_generator(generator)
     b = formulation.b
     d1, d2 = formulation.shape
     width = settings.width if settings.width is not None else min(d1, d2, 10)
@@ -254,7 +136,7 @@ def solve_factor_search(
         lam_n = lam_n - rho * c
         violation = float(torch.linalg.vector_norm(c)) / max(float(torch.linalg.vector_norm(b_n)), 1e-300)
         stationarity = float(torch.linalg.vector_norm(outcome.gradient))
-        U, s, V = _factor_svd(L, R)
+        U, s, V = factor_svd(L, R)
         rank = int((s > 1e-3 * float(s[0].clamp_min(1e-300))).sum()) if s.numel() else 0
         record: dict[str, float] = {
             "round": round_index,
@@ -300,8 +182,8 @@ def solve_factor_search(
             # > 1 off the tangent space: add columns (small random ones escape the saddle at zero)
             extra = min(max(1, k // 2), min(d1, d2) - k)
             noise = 1e-3 * float(s[0].sqrt())
-            L = torch.cat([L, noise * _randn(d1, extra, like=L, generator=gen)], dim=1)
-            R = torch.cat([R, noise * _randn(d2, extra, like=R, generator=gen)], dim=1)
+            L = torch.cat([L, noise * random_normal(d1, extra, like=L, generator=gen)], dim=1)
+            R = torch.cat([R, noise * random_normal(d2, extra, like=R, generator=gen)], dim=1)
             record["grown_to"] = L.shape[1]
             rho = settings.penalty
             previous_violation = math.inf
@@ -315,7 +197,7 @@ def solve_factor_search(
         previous_violation = violation
         inner_tolerance = max(min(inner_tolerance, 0.1 * max(violation, 1e-16)), 1e-14)
     if best is None or not best.certificate.satisfied:
-        U, s, V = _factor_svd(L, R)
+        U, s, V = factor_svd(L, R)
         keep = s > 1e-12 * float(s[0].clamp_min(1e-300)) if s.numel() else s > 0
         final = certify_structured(
             bmap,
