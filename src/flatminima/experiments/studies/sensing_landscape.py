@@ -53,7 +53,7 @@ class SensingLandscapeConfig:
     max_iterations: int = 4000
     num_directions: int = 20
     delta: float = 0.01
-    extent: float = 1.0
+    extent: float = 0.4
     grid_points: int = 31
 
     def __post_init__(self) -> None:
