@@ -89,20 +89,6 @@ def test_impossible_batch_is_reported(tmp_path: Path) -> None:
         keskar.run(config, tmp_path, "keskar-batch", sweep="x", store=None, progress=False)
 
 
-def test_noise_scale_quick(tmp_path: Path) -> None:
-    frame, outcome, elapsed = _run("noise-scale", tmp_path)
-    assert elapsed < 120
-    config = noise_scale.QUICK
-    assert len(frame) == len(config.learning_rates) * len(config.batch_sizes) * len(config.seeds)
-    assert frame["ratio"].to_numpy() == pytest.approx(
-        (frame["learning_rate"] / frame["batch_size"]).to_numpy()
-    )
-    ok = frame[~frame["diverged"]]
-    assert (ok["top_eigenvalue"] > 0).all() and ok["test_accuracy"].between(0, 1).all()
-    _, rows = outcome.table  # type: ignore[attr-defined]
-    assert [r[0] for r in rows][:3] == ["top_eigenvalue", "trace", "test_accuracy"]
-
-
 TINY = dataclasses.replace(
     fantastic.QUICK, batch_sizes=(64,), widths=(8, 32), depths=(1,), target_loss=0.1, num_train=300
 )
@@ -212,3 +198,29 @@ def test_seed_is_reported_but_not_averaged_into_psi() -> None:
     taus = fantastic.correlations(pandas.DataFrame(rows)).set_index("measure")
     assert taus.loc["path_norm", "seed"] == pytest.approx(-1.0)
     assert math.isnan(taus.loc["path_norm", "Psi"])
+
+
+def test_cli_runs_a_study_and_lists_them(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from flatminima.cli import main
+
+    assert main(["reproduce", "--list"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.strip().splitlines()]
+    for name in ("keskar-batch", "fantastic-measures", "dinh-reparam", "noise-scale"):
+        assert name in listed
+    assert main(["reproduce", "noise-scale", "--quick", "--out", str(tmp_path), "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "noise-scale (quick)" in out and "Kendall tau with log(eta/B)" in out
+    assert (tmp_path / "noise-scale.png").stat().st_size > 10_000
+    frame = pandas.read_csv(tmp_path / "noise-scale.csv")
+    config = noise_scale.QUICK
+    assert len(frame) == len(config.learning_rates) * len(config.batch_sizes) * len(config.seeds)
+    assert frame["ratio"].to_numpy() == pytest.approx(
+        (frame["learning_rate"] / frame["batch_size"]).to_numpy()
+    )
+    ok = frame[~frame["diverged"]]
+    assert (ok["top_eigenvalue"] > 0).all() and ok["test_accuracy"].between(0, 1).all()
+    assert main(["reproduce", "noise-scal", "--quick"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        err == [err[0]] and "unknown reproduction 'noise-scal'; valid:" in err[0] and "noise-scale" in err[0]
+    )
