@@ -128,3 +128,26 @@ def test_errors() -> None:
             3,
             generator=gen(0),
         )
+
+
+def test_directional_width_resolves_narrow_basins() -> None:
+    from flatminima.landscape import directional_width
+
+    w = {"w": torch.zeros(2, dtype=torch.float64)}
+    d = {"w": torch.tensor([1.0, 0.0], dtype=torch.float64)}
+    # f = 1e4 t^2 <= 1 iff |t| <= 0.01, far below the grid spacing 0.2
+    f = lambda p: 1e4 * (p["w"] ** 2).sum()  # noqa: E731
+    assert directional_width(f, w, d, 1.0, extent=1.0, num_points=5, tolerance=1e-9) == pytest.approx(
+        0.02, rel=1e-6
+    )
+    # asymmetric: f = t^2 for t > 0 and 4 t^2 for t < 0 -> widths 1 and 0.5 at delta = 1
+    g = lambda p: torch.where(p["w"][0] > 0, 1.0, 4.0) * p["w"][0] ** 2  # noqa: E731
+    assert directional_width(g, w, d, 1.0, extent=3.0, tolerance=1e-9) == pytest.approx(1.5, rel=1e-6)
+    # never crossing: a lower bound equal to the whole segment
+    assert directional_width(f, w, {"w": torch.zeros(2, dtype=torch.float64)}, 1.0, extent=0.5) == 1.0
+    with pytest.raises(InputDataError, match=r"extent must satisfy 0.0 < extent; got extent=0.0"):
+        directional_width(f, w, d, 1.0, extent=0.0)
+    with pytest.raises(InputDataError, match=r"direction\['w'\] must have shape \(2,\); got \(3,\)"):
+        directional_width(f, w, {"w": torch.zeros(3)}, 1.0)
+    with pytest.raises(InputTypeError, match=r"function must be callable; got int"):
+        directional_width(3, w, d, 1.0)  # type: ignore[arg-type]

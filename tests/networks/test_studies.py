@@ -179,7 +179,13 @@ def test_landscape_sensing_quick(tmp_path: Path) -> None:
     norm = frame.set_index("solution")["nuclear_norm"]
     assert norm["norm-minimal"] <= norm.min() * (1 + 1e-6)
     grid = pandas.read_csv(tmp_path / "landscape-sensing_grid.csv")
-    assert len(grid) == 4 * sensing_landscape.QUICK.grid_points**2
+    assert (
+        len(grid) == 4 * 3 * sensing_landscape.QUICK.grid_points**2
+    )  # solutions x (scaled, filter, hessian)
+    assert sorted(grid["kind"].unique()) == ["filter", "hessian", "scaled"]
+    centre = grid[(grid["x"] == 0) & (grid["y"] == 0)]
+    assert (centre["loss"] < 1e-9).all()
+    assert (frame["width_scaled_mean"] > 0).all() and (frame["width_filter_mean"] > 0).all()
 
 
 def test_sensing_config_errors() -> None:

@@ -9,7 +9,8 @@ loss (as in ``keskar-batch``). For each solution w we draw
   d_1, d_2 the top two Hessian eigenvectors (Lanczos) rescaled to the norm of w (both slices are in
   units of ||w||; the Hessian slice spans +-``hessian_extent``, the random one +-``extent``);
 * basin widths: along ``num_directions`` filter-normalized random directions, the width of
-  {t : f(w + t d) <= f(w) + delta} (linear interpolation on a 1-D grid), mean and spread per solution.
+  {t : f(w + s d) <= f(w) + delta for s between 0 and t} (grid scan, then bisection), mean and spread
+  per solution, and the same along the top eigenvector (scaled to ||w||).
 
 f is the training cross-entropy. All directions come from generators derived from the seed.
 
@@ -32,15 +33,14 @@ from flatminima.experiments.studies import _common as common
 from flatminima.experiments.study import StudyOutput, progress_bar
 from flatminima.landscape import (
     as_params,
-    basin_width,
     direction_norm,
+    directional_width,
     hessian_directions,
     interpolate,
     model_functions,
     plot_contour,
     plot_surface,
     random_direction,
-    slice_1d,
     slice_2d,
 )
 from flatminima.networks import evaluate
@@ -131,19 +131,26 @@ def run(
                                 "train_loss": float(surface.values["train_loss"][i, j]),
                             }
                         )
-            widths = []
-            for _ in range(config.num_directions):
-                d = random_direction(model, generator=generator)
-                curve = slice_1d(loss, model, d, extent=extent, num_points=4 * config.grid_points + 1)
-                widths.append(basin_width(curve, "train_loss", config.delta))
-            curve = slice_1d(loss, model, eigen_pair[0], extent=extent, num_points=4 * config.grid_points + 1)
+            widths = [
+                directional_width(
+                    loss["train_loss"],
+                    model,
+                    random_direction(model, generator=generator),
+                    config.delta,
+                    extent=config.extent,
+                )
+                for _ in range(config.num_directions)
+            ]
+            eigen_width = directional_width(
+                loss["train_loss"], model, eigen_pair[0], config.delta, extent=config.hessian_extent
+            )
             row: dict[str, Any] = {"solution": regime, "batch_size": batch, "epochs": result.epochs}
             row.update(evaluate(model, data))
             row.update(common.curvature(op, make_generator(derive_seed(config.seed, f"measure:{regime}"))))
             row.update(
                 width_random_mean=float(torch.tensor(widths).mean()),
                 width_random_std=float(torch.tensor(widths).std()) if len(widths) > 1 else 0.0,
-                width_top_eigenvector=basin_width(curve, "train_loss", config.delta),
+                width_top_eigenvector=eigen_width,
                 widths=" ".join(f"{w:.4g}" for w in widths),
             )
             rows.append(row)
@@ -214,5 +221,5 @@ def _draw(
     ax.set_title("basin width along filter-normalized directions", fontsize=9)
     fig.suptitle("Loss landscapes of small- and large-batch digits MLPs (training cross-entropy, log10)")
     fig.tight_layout(rect=(0, 0.05, 1, 0.96))
-    text = "Widths are lower bounds when the level is not crossed inside the grid."
+    text = "Widths are lower bounds when the level is not crossed inside +-extent."
     return common.finish(fig, common.caption(config, text), path)

@@ -11,8 +11,11 @@ f(L, R) = (1/m) ||A(L R^T) - b||^2 at width k = d, four zero-loss points are com
 Flatness "in the paper's scaled sense" is measured along scaled random directions v = S z, z ~ N(0, I),
 S = diag(d1^{-1/2} on L, d2^{-1/2} on R), for which E[v^T H v] = str: for each solution the width of
 {t : f(w + t v) <= f(w) + delta} over ``num_directions`` directions (the same directions at every
-solution), the exact scaled trace and trace (closed forms), and the top eigenvalue (Lanczos). 2-D slices
-along two scaled directions and 1-D interpolations from the flat solution to each other one are drawn.
+solution), the same along filter-normalized directions (Li et al. 2018: each row of L and R rescaled to
+the norm of that row of the solution), the exact scaled trace and trace (closed forms), and the top
+eigenvalue (Lanczos). 2-D slices along two scaled directions, two filter-normalized directions and the
+top-2 Hessian eigenvectors (contours, and surfaces for two solutions), and 1-D interpolations from the
+flat solution to each other one are drawn.
 
 References:
     L. Ding, D. Drusvyatskiy, M. Fazel, Z. Harchaoui. Flat minima generalize for low-rank matrix
@@ -32,8 +35,16 @@ from flatminima._checks import check_int_in_range, check_real
 from flatminima.curvature import HessianOperator, lanczos_eigenvalues
 from flatminima.experiments.studies import _common as common
 from flatminima.experiments.study import StudyOutput, progress_bar
-from flatminima.landscape import basin_width, interpolate, plot_contour, slice_1d, slice_2d
-from flatminima.random import child_generators
+from flatminima.landscape import (
+    directional_width,
+    hessian_directions,
+    interpolate,
+    plot_contour,
+    plot_surface,
+    random_direction,
+    slice_2d,
+)
+from flatminima.random import child_generators, derive_seed, make_generator
 
 SOLUTIONS = ("flat", "norm-minimal", "gd-small-init", "gd-large-init")
 
@@ -54,6 +65,7 @@ class SensingLandscapeConfig:
     num_directions: int = 20
     delta: float = 0.01
     extent: float = 0.4
+    filter_extent: float = 1.0
     grid_points: int = 31
 
     def __post_init__(self) -> None:
@@ -61,7 +73,15 @@ class SensingLandscapeConfig:
         check_int_in_range("dim", self.dim, low=2)
         check_int_in_range("rank", self.rank, low=1, high=self.dim, high_name="dim")
         check_int_in_range("num_measurements", self.num_measurements, low=1)
-        for field in ("small_init", "small_step", "large_init", "large_step", "delta", "extent"):
+        for field in (
+            "small_init",
+            "small_step",
+            "large_init",
+            "large_step",
+            "delta",
+            "extent",
+            "filter_extent",
+        ):
             check_real(field, getattr(self, field), low=0.0, low_open=True)
         check_int_in_range("num_directions", self.num_directions, low=1)
         check_int_in_range("grid_points", self.grid_points, low=3)
@@ -103,6 +123,9 @@ def solutions(
     return instance, objective, out
 
 
+KINDS = ("scaled", "filter", "hessian")
+
+
 def run(
     config: SensingLandscapeConfig, out_dir: Path, name: str, *, sweep: str, store: Any, progress: bool
 ) -> StudyOutput:
@@ -121,43 +144,49 @@ def run(
     directions = [scaled_direction() for _ in range(config.num_directions)]
     plane = [scaled_direction(), scaled_direction()]
     extent = (-config.extent, config.extent)
+    filter_box = (-config.filter_extent, config.filter_extent)
     rows, grids, surfaces = [], [], {}
     with progress_bar(sweep, len(points), progress) as bar:
         for label, (L, R) in points.items():
             w = {"L": L, "R": R}
             op = HessianOperator.from_objective(objective, (L, R))
             top = lanczos_eigenvalues(op, 1, generator=gens["lanczos"], tol=1e-8)
-            widths = [
-                basin_width(
-                    slice_1d(loss, w, v, extent=extent, num_points=4 * config.grid_points + 1),
-                    "loss",
-                    config.delta,
-                )
-                for v in directions
-            ]
+            # the same Gaussian draws at every solution, filter-normalized to each one's rows
+            filter_gen = make_generator(derive_seed(config.seed, "filter-directions"))
+            filtered = [random_direction(w, generator=filter_gen) for _ in range(config.num_directions + 2)]
+            boxes = {"scaled": extent, "filter": filter_box, "hessian": extent}
+            widths = {
+                kind: [directional_width(loss["loss"], w, v, config.delta, extent=boxes[kind][1]) for v in vs]
+                for kind, vs in (("scaled", directions), ("filter", filtered[2:]))
+            }
+            planes = {
+                "scaled": plane,
+                "filter": filtered[:2],
+                "hessian": hessian_directions(op, 2, generator=gens["lanczos"]),
+            }
             X = L @ R.mT
-            rows.append(
-                {
-                    "solution": label,
-                    "loss": float(objective.value((L, R))),
-                    "recovery_error": float(torch.linalg.matrix_norm(X - instance.ground_truth)),
-                    "nuclear_norm": float(torch.linalg.matrix_norm(X, ord="nuc")),
-                    "factor_norm": float(L.square().sum() + R.square().sum()),
-                    "scaled_trace": float(objective.scaled_trace((L, R))),
-                    "trace": float(objective.hessian_trace((L, R))),
-                    "top_eigenvalue": float(top.eigenvalues[0]),
-                    "width_mean": float(torch.tensor(widths).mean()),
-                    "width_std": float(torch.tensor(widths).std()),
-                    "widths": " ".join(f"{x:.4g}" for x in widths),
-                }
-            )
-            surface = slice_2d(loss, w, plane[0], plane[1], extent=extent, num_points=config.grid_points)
-            surfaces[label] = surface
-            for i, y in enumerate(surface.ys.tolist()):
-                for j, x in enumerate(surface.xs.tolist()):
-                    grids.append(
-                        {"solution": label, "x": x, "y": y, "loss": float(surface.values["loss"][i, j])}
-                    )
+            row: dict[str, Any] = {
+                "solution": label,
+                "loss": float(objective.value((L, R))),
+                "recovery_error": float(torch.linalg.matrix_norm(X - instance.ground_truth)),
+                "nuclear_norm": float(torch.linalg.matrix_norm(X, ord="nuc")),
+                "factor_norm": float(L.square().sum() + R.square().sum()),
+                "scaled_trace": float(objective.scaled_trace((L, R))),
+                "trace": float(objective.hessian_trace((L, R))),
+                "top_eigenvalue": float(top.eigenvalues[0]),
+            }
+            for kind, values in widths.items():
+                row[f"width_{kind}_mean"] = float(torch.tensor(values).mean())
+                row[f"width_{kind}_std"] = float(torch.tensor(values).std())
+                row[f"widths_{kind}"] = " ".join(f"{x:.4g}" for x in values)
+            rows.append(row)
+            for kind, (dx, dy) in planes.items():
+                surface = slice_2d(loss, w, dx, dy, extent=boxes[kind], num_points=config.grid_points)
+                surfaces[(label, kind)] = surface
+                for i, y in enumerate(surface.ys.tolist()):
+                    for j, x in enumerate(surface.xs.tolist()):
+                        value = float(surface.values["loss"][i, j])
+                        grids.append({"solution": label, "kind": kind, "x": x, "y": y, "loss": value})
             bar.advance(failed=False)
     flat = {"L": points["flat"][0], "R": points["flat"][1]}
     lines = {
@@ -176,7 +205,8 @@ def run(
         "scaled trace",
         "trace",
         "lambda_max",
-        f"width (delta={config.delta:g})",
+        f"width scaled (delta={config.delta:g})",
+        "width filter-normalized",
     ]
     table = [
         [
@@ -187,43 +217,74 @@ def run(
             common.fmt(r["scaled_trace"]),
             common.fmt(r["trace"]),
             common.fmt(r["top_eigenvalue"]),
-            f"{r['width_mean']:.4g} ± {r['width_std']:.2g}",
+            f"{r['width_scaled_mean']:.4g} ± {r['width_scaled_std']:.2g}",
+            f"{r['width_filter_mean']:.4g} ± {r['width_filter_std']:.2g}",
         ]
         for _, r in frame.iterrows()
     ]
     return StudyOutput(frame, figure, (headers, table))
 
 
+_TITLES = {
+    "scaled": "scaled random (S z)",
+    "filter": "filter-normalized random",
+    "hessian": "top-2 Hessian eigenvectors",
+}
+
+
 def _draw(
-    frame: Any, surfaces: dict[str, Any], lines: dict[str, Any], config: SensingLandscapeConfig, path: Path
+    frame: Any,
+    surfaces: dict[tuple[str, str], Any],
+    lines: dict[str, Any],
+    config: SensingLandscapeConfig,
+    path: Path,
 ) -> Path:
     from flatminima.landscape.plots import pyplot
 
     plt = pyplot()
-    fig, axes = plt.subplots(2, 3, figsize=(17, 10))
-    for ax, label in zip(axes.flat[:4], SOLUTIONS, strict=True):
-        plot_contour(ax, surfaces[label], "loss", log=True)
-        row = frame[frame["solution"] == label].iloc[0]
-        ax.set_title(f"{label}: str = {row['scaled_trace']:.3g}, width = {row['width_mean']:.3g}", fontsize=9)
-    ax = axes.flat[4]
+    fig = plt.figure(figsize=(22, 21))
+    for r, kind in enumerate(KINDS):
+        for c, label in enumerate(SOLUTIONS):
+            ax = fig.add_subplot(4, 4, 4 * r + c + 1)
+            plot_contour(ax, surfaces[(label, kind)], "loss", log=True)
+            row = frame[frame["solution"] == label].iloc[0]
+            ax.set_title(f"{label} ({_TITLES[kind]}), str = {row['scaled_trace']:.3g}", fontsize=8)
+    ax = fig.add_subplot(4, 4, 13)
     for label, line in lines.items():
         ax.plot(line.ts.numpy(), line.values["loss"].numpy(), label=f"flat -> {label}")
     ax.set_yscale("log")
     ax.legend(fontsize=7)
     ax.set_xlabel("t (0: flat, 1: other solution)")
     ax.set_title("1-D interpolation from the flat solution", fontsize=9)
-    ax = axes.flat[5]
+    ax = fig.add_subplot(4, 4, 14)
     for k, (_, r) in enumerate(frame.iterrows()):
-        widths = [float(x) for x in r["widths"].split()]
-        ax.scatter([k] * len(widths), widths, s=12, color=f"C{k}")
-        ax.errorbar(k, r["width_mean"], yerr=r["width_std"], fmt="_", color="k", capsize=5)
+        for offset, kind, marker in ((-0.15, "scaled", "o"), (0.15, "filter", "^")):
+            widths = [float(x) for x in r[f"widths_{kind}"].split()]
+            ax.scatter([k + offset] * len(widths), widths, s=10, color=f"C{k}", marker=marker)
+            ax.errorbar(
+                k + offset,
+                r[f"width_{kind}_mean"],
+                yerr=r[f"width_{kind}_std"],
+                fmt="_",
+                color="k",
+                capsize=4,
+            )
     ax.set_xticks(range(len(frame)))
     ax.set_xticklabels(list(frame["solution"]), fontsize=8)
     ax.set_ylabel(f"width of {{f <= f(w) + {config.delta:g}}}")
-    ax.set_title("basin width along scaled random directions (same directions for all)", fontsize=9)
+    ax.set_title("basin widths: scaled (o, left) and filter-normalized (^, right)", fontsize=9)
+    for position, label in ((15, "flat"), (16, "gd-large-init")):
+        ax = fig.add_subplot(4, 4, position, projection="3d")
+        plot_surface(ax, surfaces[(label, "scaled")], "loss", log=True)
+        ax.set_title(f"{label}: surface (scaled random)", fontsize=9)
     fig.suptitle(
         "Matrix sensing: landscapes of flat, norm-minimal and gradient-descent solutions (log10 loss)"
     )
-    fig.tight_layout(rect=(0, 0.05, 1, 0.96))
-    text = "Scaled directions v = S z (E v^T H v = scaled trace). GD step sizes fixed per init scale."
+    fig.tight_layout(rect=(0, 0.03, 1, 0.97))
+    text = (
+        "Scaled directions v = S z (E v^T H v = scaled trace), the same at every solution; filter-normalized "
+        "directions (Li et al.) from the same Gaussian draws, rescaled to each solution's rows of L and R; "
+        f"Hessian eigenvectors have unit norm. Extents: +-{config.extent:g} (scaled, Hessian), "
+        f"+-{config.filter_extent:g} (filter-normalized). GD step sizes fixed per init scale."
+    )
     return common.finish(fig, common.caption(config, text), path)
