@@ -50,6 +50,7 @@ HYPERPARAMETERS = ("learning_rate", "batch_size", "width", "depth", "weight_deca
 FLATNESS = (
     "lanczos_top_eigenvalue",
     "hutchinson_trace",
+    "hutchinson_squared_frobenius_norm",
     "epsilon_sharpness",
     "worst_case_sharpness",
     "adaptive_worst_case_sharpness",
@@ -60,8 +61,10 @@ FLATNESS = (
     "magnitude_pac_bayes_orig",
     "magnitude_pac_bayes_init",
 )
+#: measures from the registry that are not flatness measures (computed by ``measure`` too).
+REGISTRY_BASELINES = ("path_norm", "gradient_variance")
 BASELINES = (
-    "path_norm",
+    *REGISTRY_BASELINES,
     "parameter_norm",
     "distance_from_init",
     "log_product_frobenius",
@@ -149,7 +152,9 @@ def _trial(config: FantasticConfig, sweep: str, hp: dict[str, Any]) -> Trial:
         "num_train": config.num_train,
     }
     cell = {k: v for k, v in hp.items() if k != "seed"}
-    return Trial(sweep, "digits", params, cell, "sgd", "sgd", {}, seed=hp["seed"], draw=0)
+    # the measures are part of the key: a study with other measures never reuses stale rows
+    options = {"measures": list(MEASURE_NAMES)}
+    return Trial(sweep, "digits", params, cell, "sgd", "sgd", options, seed=hp["seed"], draw=0)
 
 
 def train_and_measure(config: FantasticConfig, hp: dict[str, Any]) -> dict[str, Any]:
@@ -179,7 +184,7 @@ def train_and_measure(config: FantasticConfig, hp: dict[str, Any]) -> dict[str, 
         "magnitude_pac_bayes_init": {"initial_weights": w0},
     }
     table = measure(
-        op, [*FLATNESS, "path_norm"], generator=common.streams(hp["seed"])["measure"], options=options
+        op, [*FLATNESS, *REGISTRY_BASELINES], generator=common.streams(hp["seed"])["measure"], options=options
     )
     metrics.update({record.name: record.value for record in table})
     metrics.update(norm_baselines(result.model, initial))
