@@ -71,6 +71,10 @@ def reproduce(
         executor: an executor object instead (e.g. ``InProcessExecutor()``).
         progress: draw progress bars on stderr.
 
+    Network studies (:class:`~flatminima.experiments.study.Study`) run in this process with one torch
+    thread (``workers``, ``scheduler`` and ``executor`` do not apply); their trials, if any, go to the
+    same store.
+
     Returns:
         A :class:`ReproductionOutcome`.
 
