@@ -29,7 +29,7 @@ from collections.abc import Callable
 
 import torch
 
-from flatminima.solvers.convex.linear_map import ScaledMap, inverse_times
+from flatminima.solvers.convex.linear_map import ScaledMap
 
 #: above this many Jacobian entries, or this many unknowns, the matrix-free conjugate-gradient path is used.
 DENSE_JACOBIAN_LIMIT = 20_000_000
@@ -116,31 +116,9 @@ class TangentSystem:
         if self._pinv is not None:
             Q, inverse = self._pinv
             return Q @ (inverse * (Q.mT @ rhs))
-        return conjugate_gradient(self.normal_matvec, rhs, tolerance=tolerance, max_iterations=max_iterations)
-
-    def normal_matvec(self, x: torch.Tensor) -> torch.Tensor:
-        """J^T J x; for rank-one designs in one blocked pass over the data (rows of J are independent)."""
-        if self._projections is None:
-            return self.rmatvec(self.matvec(x))
-        bmap = self.bmap
-        AU, CV = self._projections
-        Y1, Y2 = self.split(x)
-        Y2_scaled, Y1_scaled = inverse_times(bmap.left_inverse, Y2), inverse_times(bmap.right_inverse, Y1)
-        d1, d2 = bmap.shape
-        r = self.U.shape[-1]
-        first_sum = x.new_zeros(r, d2)  # (B^*(J x)^T U)^T before D2^{-1}
-        second_sum = x.new_zeros(r, d1)  # (B^*(J x) V)^T before D1^{-1}
-        for rows, a_rows, c_rows in bmap.rank_one_blocks():
-            AU_rows, CV_rows = AU[rows], CV[rows]
-            Jx = (
-                (AU_rows * (c_rows @ Y1_scaled)).sum(-1) + ((a_rows @ Y2_scaled) * CV_rows).sum(-1)
-            ).unsqueeze(-1)
-            first_sum.addmm_((Jx * AU_rows).mT, c_rows)
-            second_sum.addmm_((Jx * CV_rows).mT, a_rows)
-        first = inverse_times(bmap.right_inverse, first_sum.mT)
-        second = inverse_times(bmap.left_inverse, second_sum.mT)
-        second = second - self.U @ (self.U.mT @ second)
-        return torch.cat([first.reshape(-1), second.reshape(-1)])
+        return conjugate_gradient(
+            lambda x: self.rmatvec(self.matvec(x)), rhs, tolerance=tolerance, max_iterations=max_iterations
+        )
 
 
 def conjugate_gradient(
