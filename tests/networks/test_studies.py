@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from pathlib import Path
 
 import pandas
@@ -17,19 +16,17 @@ from flatminima.experiments.studies import dinh, fantastic, keskar, landscapes, 
 from flatminima.experiments.study import Study
 
 
-def _run(name: str, tmp_path: Path) -> tuple[pandas.DataFrame, object, float]:
+def _run(name: str, tmp_path: Path) -> tuple[pandas.DataFrame, object]:
+    """Run a quick study (timings of the quick modes are reported by the reproductions, not asserted)."""
     assert isinstance(REPRODUCTIONS[name], Study)
-    start = time.perf_counter()
     outcome = reproduce(name, quick=True, out_dir=tmp_path, progress=False)
-    elapsed = time.perf_counter() - start
     assert outcome.csv == tmp_path / f"{name}.csv" and outcome.csv.is_file()
     assert outcome.figure == tmp_path / f"{name}.png" and outcome.figure.stat().st_size > 10_000
-    return pandas.read_csv(outcome.csv), outcome, elapsed
+    return pandas.read_csv(outcome.csv), outcome
 
 
 def test_dinh_quick_is_exact(tmp_path: Path) -> None:
-    frame, outcome, elapsed = _run("dinh-reparam", tmp_path)
-    assert elapsed < 120
+    frame, outcome = _run("dinh-reparam", tmp_path)
     assert (frame["max_output_difference"] <= 1e-10).all()
     assert frame["trace"].to_numpy() == pytest.approx(frame["predicted_trace"].to_numpy(), rel=1e-9)
     ratio = frame["top_eigenvalue_ratio"]
@@ -44,8 +41,7 @@ def test_dinh_quick_is_exact(tmp_path: Path) -> None:
 
 
 def test_keskar_quick(tmp_path: Path) -> None:
-    frame, outcome, elapsed = _run("keskar-batch", tmp_path)
-    assert elapsed < 120
+    frame, outcome = _run("keskar-batch", tmp_path)
     assert sorted(frame["regime"].unique()) == ["large", "small"]
     assert len(frame) == 2 * len(keskar.QUICK.seeds)
     assert frame["reached_target"].all() and (frame["train_loss"] <= keskar.QUICK.target_loss).all()
@@ -96,8 +92,8 @@ TINY = dataclasses.replace(
 
 @pytest.mark.slow
 def test_fantastic_quick(tmp_path: Path) -> None:
-    frame, _, elapsed = _run("fantastic-measures", tmp_path)
-    assert elapsed < 120 and len(frame) == len(fantastic.QUICK.grid()) and (frame["status"] == "ok").all()
+    frame, _ = _run("fantastic-measures", tmp_path)
+    assert len(frame) == len(fantastic.QUICK.grid()) and (frame["status"] == "ok").all()
 
 
 def test_fantastic_tiny_resumes_from_the_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -147,8 +143,7 @@ def test_fantastic_config_errors() -> None:
 
 
 def test_landscape_digits_quick(tmp_path: Path) -> None:
-    frame, _, elapsed = _run("landscape-digits", tmp_path)
-    assert elapsed < 120
+    frame, _ = _run("landscape-digits", tmp_path)
     assert list(frame["solution"]) == ["small", "large"]
     assert (frame["width_random_mean"] > 0).all() and (frame["width_top_eigenvector"] > 0).all()
     grid = pandas.read_csv(tmp_path / "landscape-digits_grid.csv")
@@ -170,8 +165,7 @@ def test_landscape_config_errors() -> None:
 
 
 def test_landscape_sensing_quick(tmp_path: Path) -> None:
-    frame, _, elapsed = _run("landscape-sensing", tmp_path)
-    assert elapsed < 120
+    frame, _ = _run("landscape-sensing", tmp_path)
     assert list(frame["solution"]) == list(sensing_landscape.SOLUTIONS)
     assert (frame["loss"] < 1e-9).all()  # every point is (numerically) a global minimizer
     flat = frame.set_index("solution")["scaled_trace"]
@@ -229,4 +223,18 @@ def test_cli_runs_a_study_and_lists_them(tmp_path: Path, capsys: pytest.CaptureF
     err = capsys.readouterr().err.strip().splitlines()
     assert (
         err == [err[0]] and "unknown reproduction 'noise-scal'; valid:" in err[0] and "noise-scale" in err[0]
+    )
+
+
+def test_flat_algorithms_quick(tmp_path: Path) -> None:
+    frame, outcome = _run("flat-algorithms", tmp_path)
+    assert (tmp_path / "flat_algorithms_trajectories.csv").is_file()
+    assert set(frame["setting"]) == {"sensing", "quadratic_network"}
+    flat = frame[frame["algorithm"] == "flat"]
+    assert flat["str_ratio"].to_numpy() == pytest.approx(1.0)  # the flat solution is its own reference
+    runs = frame[frame["init"] != "-"]
+    assert runs["final_loss"].notna().all() and set(runs["init"]) == {"small", "large"}
+    headers, rows = outcome.table  # type: ignore[attr-defined]
+    assert headers[:3] == ["setting", "init", "algorithm"] and len(rows) == len(
+        frame.groupby(["setting", "init", "algorithm"])
     )

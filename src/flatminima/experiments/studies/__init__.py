@@ -9,12 +9,22 @@
 * ``landscape-digits``: 1-D interpolation, filter-normalized and Hessian 2-D slices, basin widths of a
   small- and a large-batch digits MLP (Li et al. 2018);
 * ``landscape-sensing``: flat vs norm-minimal vs gradient-descent solutions of matrix sensing, basin
-  widths along scaled random directions (Ding et al. 2024).
+  widths along scaled random directions (Ding et al. 2024);
+* ``flat-algorithms``: which flat-minimum algorithm (GD, SGD, SAM, Entropy-SGD, label-noise SGD, SWA,
+  trace penalties) reaches the flat solution of matrix sensing and a quadratic network.
 """
 
 from __future__ import annotations
 
-from flatminima.experiments.studies import dinh, fantastic, keskar, landscapes, noise_scale, sensing_landscape
+from flatminima.experiments.studies import (
+    dinh,
+    fantastic,
+    flat_algorithms,
+    keskar,
+    landscapes,
+    noise_scale,
+    sensing_landscape,
+)
 from flatminima.experiments.study import Study
 
 STUDIES: dict[str, Study] = {
@@ -59,5 +69,12 @@ STUDIES: dict[str, Study] = {
         sensing_landscape.QUICK,
         sensing_landscape.FULL,
         sensing_landscape.run,
+    ),
+    "flat-algorithms": Study(
+        "flat-algorithms",
+        "which flat-minimum algorithm (SAM, label noise, Entropy-SGD, ...) reaches the flat solution",
+        flat_algorithms.QUICK,
+        flat_algorithms.FULL,
+        flat_algorithms.run,
     ),
 }
