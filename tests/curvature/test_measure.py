@@ -152,3 +152,19 @@ def test_measure_errors(model_operator) -> None:
         )
     with pytest.raises(InputDataError, match="path_norm needs a model"):
         measure(closure, ["path_norm"])
+
+
+def test_init_measures_accept_weights_that_require_grad(model_operator) -> None:
+    """initial_weights straight from a model (requires_grad=True) give the same value as detached ones."""
+    case, H = model_operator
+    weights = {k: (0.1 * torch.ones_like(v)).requires_grad_() for k, v in case.params().items()}
+    values = [
+        measure(
+            H,
+            ["pac_bayes_init"],
+            generator=torch.Generator().manual_seed(3),
+            options={"pac_bayes_init": {"num_bisections": 6, "initial_weights": chosen}},
+        ).get("pac_bayes_init")
+        for chosen in (weights, {k: v.detach() for k, v in weights.items()})
+    ]
+    assert values[0].value == values[1].value and math.isfinite(values[0].value)

@@ -185,7 +185,7 @@ def _pac_bayes(quantity: str, magnitude_aware: bool) -> MeasureFunction:
             raise ConfigurationError(
                 "the 'init' PAC-Bayes measures need the option initial_weights={name: tensor}."
             )
-        w0 = op.flatten(initial) if initial is not None else None
+        w0 = op.flatten({name: t.detach() for name, t in initial.items()}) if initial is not None else None
         epsilon = options.get("epsilon", 1e-3)
         bounds = jiang_pac_bayes_bounds(
             sigma,
