@@ -160,3 +160,10 @@ def test_invalid_toml_is_one_line(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match=r"cannot read sweep file '.*nope.toml'"):
         load_spec(tmp_path / "nope.toml")
+
+
+def test_the_example_sweep_file_is_valid() -> None:
+    """examples/sweep_completion.toml (referenced by the README) parses and expands into trials."""
+    spec = load_spec(Path(__file__).parents[2] / "examples" / "sweep_completion.toml")
+    assert spec.name == "completion-example"
+    assert len(spec.trials()) == 2 * 4 * 5 * 2  # dims x probabilities x draws x solvers
