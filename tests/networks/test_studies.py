@@ -100,7 +100,7 @@ def test_fantastic_tiny_resumes_from_the_store(tmp_path: Path, monkeypatch: pyte
     study = REPRODUCTIONS["fantastic-measures"]
     assert isinstance(study, Study)
     monkeypatch.setitem(REPRODUCTIONS, "fantastic-measures", dataclasses.replace(study, quick=TINY))
-    frame, outcome, _ = _run("fantastic-measures", tmp_path)
+    frame, outcome = _run("fantastic-measures", tmp_path)
     assert len(frame) == len(TINY.grid()) == 4 and (frame["status"] == "ok").all()
     (sweep,) = outcome.sweeps  # type: ignore[attr-defined]
     assert sweep.total == sweep.completed == len(frame) and sweep.skipped == 0
