@@ -185,6 +185,14 @@ def test_unwritable_store(tmp_path: Path, spec_file: Path, capsys: pytest.Captur
         ),
         (["plot", "missing.sqlite"], "store 'missing.sqlite' does not exist"),
         (["export", "missing.sqlite", "--out", "x.csv"], "store 'missing.sqlite' does not exist"),
+        (
+            ["reproduce", "dinh-reparam", "--quick", "--workers", "2"],
+            "--workers: 'dinh-reparam' is a network study that runs in this process",
+        ),
+        (
+            ["reproduce", "keskar-batch", "--scheduler", "tcp://127.0.0.1:9"],
+            "--scheduler: 'keskar-batch' is a network study that runs in this process",
+        ),
     ],
 )
 def test_usage_errors(capsys: pytest.CaptureFixture[str], argv: list[str], expected: str) -> None:

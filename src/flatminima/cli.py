@@ -151,9 +151,10 @@ def reproduce(
         bool, typer.Option("--progress/--no-progress", help="draw progress bars on stderr")
     ] = True,
 ) -> None:
-    """Reproduce a figure of the paper: run its sweeps, write OUT/NAME.csv and OUT/NAME.png, print a summary.
+    """Reproduce a figure or study: run it, write OUT/NAME.csv and OUT/NAME.png, print a summary.
 
-    Reruns resume from the store: finished trials are never recomputed.
+    The paper's figures run as Dask sweeps (--workers, --scheduler); the network studies run in this
+    process. Reruns resume from the store: finished trials are never recomputed.
     """
     from flatminima.experiments.reproductions import REPRODUCTIONS
 
@@ -163,10 +164,10 @@ def reproduce(
         return
     if name is None:
         raise ConfigurationError(f"give a reproduction name or --list; valid: {', '.join(REPRODUCTIONS)}")
-    from flatminima.experiments.reproductions import get_reproduction
+    from flatminima.experiments.runner import check_executor_options
     from flatminima.experiments.runner import reproduce as run_reproduction
 
-    get_reproduction(name)
+    check_executor_options(name, workers=workers, scheduler=scheduler)
     executor = _executor(workers, scheduler, in_process) if (in_process or scheduler) else None
     try:
         outcome = run_reproduction(

@@ -82,6 +82,7 @@ def reproduce(
         ConfigurationError: unknown name, unwritable output or store, bad executor options.
     """
     reproduction = get_reproduction(name)
+    check_executor_options(name, workers=workers, scheduler=scheduler)
     out = _output_dir(out_dir)
     store_file = Path(store_path) if store_path is not None else out / "flatminima.sqlite"
     if isinstance(reproduction, Study):  # a network study: it trains and measures itself
@@ -110,6 +111,19 @@ def reproduce(
     return ReproductionOutcome(
         name, csv, png, store_file, reproduction.summarize(frames, specs), tuple(results)
     )
+
+
+def check_executor_options(name: str, *, workers: int | None, scheduler: str | None) -> None:
+    """Refuse --workers / --scheduler for a network study (it runs in this process, one torch thread).
+
+    Raises:
+        ConfigurationError: if ``name`` is a study and either option is given.
+    """
+    if isinstance(get_reproduction(name), Study) and (workers is not None or scheduler is not None):
+        option = "--workers" if workers is not None else "--scheduler"
+        raise ConfigurationError(
+            f"{option}: {name!r} is a network study that runs in this process (no Dask); drop {option}"
+        )
 
 
 def _concat(frames: Mapping[str, pandas.DataFrame]) -> pandas.DataFrame:
