@@ -247,13 +247,15 @@ def _augmented_lagrangian(
     def fun(x: torch.Tensor) -> tuple[float, torch.Tensor]:
         L = x[: d1 * k].reshape(d1, k)
         R = x[d1 * k :].reshape(d2, k)
-        c = torch.empty_like(b_n)
+        store: dict[str, torch.Tensor] = {}
 
-        def residual(value: torch.Tensor, rows: slice) -> torch.Tensor:
-            c[rows] = value / gamma - b_n[rows]
-            return (rho * c[rows] - lam_n[rows]) / gamma
+        def residual(value: torch.Tensor) -> torch.Tensor:
+            c = value / gamma - b_n
+            store["c"] = c
+            return (rho * c - lam_n) / gamma
 
         _, _, GR, GtL = bmap.factored_with_adjoint(L, R, residual)
+        c = store["c"]
         f = 0.5 * float(x.square().sum()) - float(lam_n @ c) + 0.5 * rho * float(c.square().sum())
         return f, torch.cat([(L + GR).reshape(-1), (R + GtL).reshape(-1)])
 

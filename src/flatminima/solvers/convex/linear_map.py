@@ -35,7 +35,7 @@ SINGULAR_THRESHOLD = 1e-12
 _CHUNK = 512
 
 
-def inverse_times(inverse: torch.Tensor | None, P: torch.Tensor) -> torch.Tensor:
+def _mul(inverse: torch.Tensor | None, P: torch.Tensor) -> torch.Tensor:
     """D^{-1} P with D^{-1} None (identity), a diagonal vector, or a symmetric matrix."""
     if inverse is None:
         return P
@@ -147,15 +147,11 @@ class ScaledMap:
     # products go through the thin matrices, e.g. a'^T-rows times P = a (D1^{-1} P).
     def _left_project(self, P: torch.Tensor) -> torch.Tensor:
         """(a'_l^T P)_l = a (D1^{-1} P), shape (m, k)."""
-        return typing.cast(tuple[torch.Tensor, torch.Tensor], self._rank_one)[0] @ inverse_times(
-            self.left_inverse, P
-        )
+        return typing.cast(tuple[torch.Tensor, torch.Tensor], self._rank_one)[0] @ _mul(self.left_inverse, P)
 
     def _right_project(self, Q: torch.Tensor) -> torch.Tensor:
         """(c'_l^T Q)_l = c (D2^{-1} Q), shape (m, k)."""
-        return typing.cast(tuple[torch.Tensor, torch.Tensor], self._rank_one)[1] @ inverse_times(
-            self.right_inverse, Q
-        )
+        return typing.cast(tuple[torch.Tensor, torch.Tensor], self._rank_one)[1] @ _mul(self.right_inverse, Q)
 
     def _left_back(self, Y: torch.Tensor) -> torch.Tensor:
         """sum_l a'_l Y_l = D1^{-1} a^T Y for Y (m, k), computed as (Y^T a)^T.
@@ -163,18 +159,18 @@ class ScaledMap:
         (torch's ``a.mT @ Y`` for a tall (m, d) matrix is several times slower than ``Y.mT @ a``.)
         """
         left = typing.cast(tuple[torch.Tensor, torch.Tensor], self._rank_one)[0]
-        return inverse_times(self.left_inverse, (Y.mT @ left).mT)
+        return _mul(self.left_inverse, (Y.mT @ left).mT)
 
     def _right_back(self, Y: torch.Tensor) -> torch.Tensor:
         """sum_l c'_l Y_l = D2^{-1} c^T Y for Y (m, k), computed as (Y^T c)^T."""
         right = typing.cast(tuple[torch.Tensor, torch.Tensor], self._rank_one)[1]
-        return inverse_times(self.right_inverse, (Y.mT @ right).mT)
+        return _mul(self.right_inverse, (Y.mT @ right).mT)
 
     def _scaled_vectors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(a', c') as (m, d1), (m, d2) matrices (small problems only)."""
         left, right = typing.cast(tuple[torch.Tensor, torch.Tensor], self._rank_one)
-        a = inverse_times(self.left_inverse, left.mT).mT if self.left_inverse is not None else left
-        c = inverse_times(self.right_inverse, right.mT).mT if self.right_inverse is not None else right
+        a = _mul(self.left_inverse, left.mT).mT if self.left_inverse is not None else left
+        c = _mul(self.right_inverse, right.mT).mT if self.right_inverse is not None else right
         return a, c
 
     @property
@@ -189,8 +185,12 @@ class ScaledMap:
 
     # ---- the map --------------------------------------------------------------------------------
     def _scale(self, Z: torch.Tensor) -> torch.Tensor:
-        """D1^{-1} Z D2^{-1} for Z (..., d1, d2)."""
-        return inverse_times(self.right_inverse, inverse_times(self.left_inverse, Z).mT).mT
+        """D1^{-1} Z D2^{-1} for Z (..., d1, d2), in the layout of Z (D2^{-1} is symmetric: no transposes)."""
+        X = _mul(self.left_inverse, Z)
+        right = self.right_inverse
+        if right is None:
+            return X
+        return X * right if right.ndim == 1 else X @ right
 
     def apply(self, Z: torch.Tensor) -> torch.Tensor:
         """B(Z) for Z of shape (..., d1, d2)."""
@@ -205,9 +205,7 @@ class ScaledMap:
             return (self._left_project(P) * self._right_project(Q)).sum(-1)
         if self._dense is not None:
             return self.apply(P @ Q.mT)
-        return self.operator.apply_factored(
-            inverse_times(self.left_inverse, P), inverse_times(self.right_inverse, Q)
-        )
+        return self.operator.apply_factored(_mul(self.left_inverse, P), _mul(self.right_inverse, Q))
 
     def adjoint(self, y: torch.Tensor) -> torch.Tensor:
         """B^*(y) = D1^{-1} A^*(y) D2^{-1} for y of shape (..., m)."""
@@ -222,9 +220,7 @@ class ScaledMap:
             return self._left_back(y.unsqueeze(-1) * self._right_project(V))
         if self._dense is not None:
             return self.adjoint(y) @ V
-        return inverse_times(
-            self.left_inverse, self.operator.adjoint_matmul(y, inverse_times(self.right_inverse, V))
-        )
+        return _mul(self.left_inverse, self.operator.adjoint_matmul(y, _mul(self.right_inverse, V)))
 
     def adjoint_t_matmul(self, y: torch.Tensor, U: torch.Tensor) -> torch.Tensor:
         """B^*(y)^T U for U (d1, k)."""
@@ -232,32 +228,26 @@ class ScaledMap:
             return self._right_back(y.unsqueeze(-1) * self._left_project(U))
         if self._dense is not None:
             return self.adjoint(y).mT @ U
-        return inverse_times(
-            self.right_inverse, self.operator.adjoint_t_matmul(y, inverse_times(self.left_inverse, U))
-        )
+        return _mul(self.right_inverse, self.operator.adjoint_t_matmul(y, _mul(self.left_inverse, U)))
 
     def factored_with_adjoint(
-        self,
-        P: torch.Tensor,
-        Q: torch.Tensor,
-        residual: Callable[[torch.Tensor, slice], torch.Tensor],
+        self, P: torch.Tensor, Q: torch.Tensor, residual: Callable[[torch.Tensor], torch.Tensor]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """One fused pass: v = B(P Q^T), y = residual(v), and (B^*(y) Q, B^*(y)^T P).
 
-        ``residual(v_rows, rows)`` acts row by row (it receives the values of the measurements ``rows``,
-        a slice). For rank-one operators the projections a' P and c' Q are computed once and reused by
-        the adjoint products (two passes over the data instead of four). A blocked single pass that keeps
+        For rank-one operators the projections a' P and c' Q are computed once and reused by the
+        adjoint products (two passes over the data instead of four). A blocked single pass that keeps
         each block of rows in cache was measured no faster on 2 cores: these products are compute-bound.
         """
         if self._rank_one is not None:
             left = self._left_project(P)
             right = self._right_project(Q)
             value = (left * right).sum(-1)
-            y = residual(value, slice(None))
+            y = residual(value)
             yc = y.unsqueeze(-1)
             return value, y, self._left_back(yc * right), self._right_back(yc * left)
         value = self.apply_factored(P, Q)
-        y = residual(value, slice(None))
+        y = residual(value)
         if self._dense is not None:  # one dense adjoint serves both products
             G = self.adjoint(y)
             return value, y, G @ Q, G.mT @ P
@@ -300,8 +290,8 @@ class ScaledMap:
         """Return (B_l^T U)_l of shape (m, d2, r) and (B_l V)_l of shape (m, d1, r)."""
         if self._dense is not None:
             # B_l^T U = D2^{-1} A_l^T (D1^{-1} U) and B_l V = D1^{-1} A_l (D2^{-1} V)
-            left = inverse_times(self.right_inverse, self._dense.mT @ inverse_times(self.left_inverse, U))
-            right = inverse_times(self.left_inverse, self._dense @ inverse_times(self.right_inverse, V))
+            left = _mul(self.right_inverse, self._dense.mT @ _mul(self.left_inverse, U))
+            right = _mul(self.left_inverse, self._dense @ _mul(self.right_inverse, V))
             return left, right
         if self._rank_one is not None:
             a, c = self._scaled_vectors()

@@ -94,7 +94,7 @@ def kkt_newton(
         rows_R, rows_L = bmap.tangent_rows(L, R)  # B_l^T L (m, d2, r) and B_l R (m, d1, r)
         J = torch.cat([rows_L.reshape(m, -1), rows_R.reshape(m, -1)], dim=1)
         H = torch.eye(n, dtype=b.dtype, device=b.device)
-        coupling = torch.kron(G.contiguous(), eye_r)  # kron rejects transposed views
+        coupling = torch.kron(G, eye_r)
         H[: d1 * r, d1 * r :] = -coupling
         H[d1 * r :, : d1 * r] = -coupling.mT
         g = len(pairs)
