@@ -164,10 +164,11 @@ def reproduce(
         return
     if name is None:
         raise ConfigurationError(f"give a reproduction name or --list; valid: {', '.join(REPRODUCTIONS)}")
+    from flatminima.experiments.reproductions import get_reproduction
     from flatminima.experiments.runner import check_executor_options
     from flatminima.experiments.runner import reproduce as run_reproduction
 
-    check_executor_options(name, workers=workers, scheduler=scheduler)
+    check_executor_options(get_reproduction(name), workers=workers, scheduler=scheduler)
     executor = _executor(workers, scheduler, in_process) if (in_process or scheduler) else None
     try:
         outcome = run_reproduction(

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from flatminima.errors import ConfigurationError
 from flatminima.experiments import figures
 from flatminima.experiments.executors import make_executor
-from flatminima.experiments.reproductions import Table, get_reproduction
+from flatminima.experiments.reproductions import Reproduction, Table, get_reproduction
 from flatminima.experiments.store import Store
 from flatminima.experiments.study import Study
 from flatminima.experiments.sweep import SweepResult, run_sweep
@@ -82,7 +82,7 @@ def reproduce(
         ConfigurationError: unknown name, unwritable output or store, bad executor options.
     """
     reproduction = get_reproduction(name)
-    check_executor_options(name, workers=workers, scheduler=scheduler)
+    check_executor_options(reproduction, workers=workers, scheduler=scheduler)
     out = _output_dir(out_dir)
     store_file = Path(store_path) if store_path is not None else out / "flatminima.sqlite"
     if isinstance(reproduction, Study):  # a network study: it trains and measures itself
@@ -113,16 +113,19 @@ def reproduce(
     )
 
 
-def check_executor_options(name: str, *, workers: int | None, scheduler: str | None) -> None:
+def check_executor_options(
+    reproduction: Reproduction | Study, *, workers: int | None, scheduler: str | None
+) -> None:
     """Refuse --workers / --scheduler for a network study (it runs in this process, one torch thread).
 
     Raises:
-        ConfigurationError: if ``name`` is a study and either option is given.
+        ConfigurationError: if ``reproduction`` is a study and either option is given.
     """
-    if isinstance(get_reproduction(name), Study) and (workers is not None or scheduler is not None):
+    if isinstance(reproduction, Study) and (workers is not None or scheduler is not None):
         option = "--workers" if workers is not None else "--scheduler"
         raise ConfigurationError(
-            f"{option}: {name!r} is a network study that runs in this process (no Dask); drop {option}"
+            f"{option}: {reproduction.name!r} is a network study that runs in this process (no Dask); "
+            f"drop {option}"
         )
 
 
