@@ -17,6 +17,7 @@ from typing import Literal
 import torch
 
 from flatminima._checks import check_generator, check_int_in_range, check_real
+from flatminima.curvature.linear_operator import LinearOperator
 from flatminima.errors import ConfigurationError
 
 #: the probe distributions every estimator accepts.
@@ -157,7 +158,7 @@ def check_sampling(
 
 def sample_until(
     sample: Callable[[torch.Tensor], torch.Tensor],
-    size: int,
+    operator: LinearOperator,
     *,
     num_probes: int,
     min_probes: int,
@@ -165,11 +166,9 @@ def sample_until(
     batch_size: int,
     distribution: str,
     generator: torch.Generator,
-    dtype: torch.dtype,
-    device: torch.device,
     offset: float = 0.0,
 ) -> tuple[RunningMean, bool]:
-    """Feed probe blocks to ``sample`` (Z (size, b) -> b samples) until the budget or the target.
+    """Feed probe blocks (operator.size, b) in the operator's dtype/device to ``sample`` (-> b samples).
 
     Stops once ``rtol`` is given, at least ``min_probes`` samples were drawn and
     stderr <= rtol |offset + mean|; otherwise after ``num_probes``. Returns (stats, converged).
@@ -185,7 +184,12 @@ def sample_until(
     while stats.count < num_probes:
         width = min(batch_size, num_probes - stats.count)
         Z = draw_probes(
-            size, width, distribution=distribution, generator=generator, dtype=dtype, device=device
+            operator.size,
+            width,
+            distribution=distribution,
+            generator=generator,
+            dtype=operator.dtype,
+            device=operator.device,
         )
         stats.extend(sample(Z))
         if reached():

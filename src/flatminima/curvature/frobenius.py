@@ -59,15 +59,13 @@ def hutchinson_squared_frobenius_norm(
     generator = check_sampling(num_probes, min_probes, rtol, batch_size, distribution, generator)
     stats, converged = sample_until(
         lambda Z: operator.matmat(Z).square().sum(dim=0),
-        operator.size,
+        operator,
         num_probes=num_probes,
         min_probes=min_probes,
         rtol=rtol,
         batch_size=batch_size,
         distribution=distribution,
         generator=generator,
-        dtype=operator.dtype,
-        device=operator.device,
     )
     value, stderr = stats.mean_and_stderr()
     return Estimate(value, stderr, stats.count, stats.count, converged)

@@ -95,15 +95,13 @@ def hutchinson_trace(
     generator = check_sampling(num_probes, min_probes, rtol, batch_size, distribution, generator)
     stats, converged = sample_until(
         lambda Z: (Z * operator.matmat(Z)).sum(dim=0),
-        operator.size,
+        operator,
         num_probes=num_probes,
         min_probes=min_probes,
         rtol=rtol,
         batch_size=batch_size,
         distribution=distribution,
         generator=generator,
-        dtype=operator.dtype,
-        device=operator.device,
     )
     value, stderr = stats.mean_and_stderr()
     return Estimate(value, stderr, stats.count, stats.count, converged)
@@ -173,15 +171,13 @@ def hutchpp_trace(
 
     stats, converged = sample_until(
         deflated,
-        operator.size,
+        operator,
         num_probes=num_probes,
         min_probes=min_probes,
         rtol=rtol,
         batch_size=batch_size,
         distribution=distribution,
         generator=generator,
-        dtype=operator.dtype,
-        device=operator.device,
         offset=top,
     )
     residual, stderr = stats.mean_and_stderr()
