@@ -9,9 +9,9 @@ Cases (float64, rank-r ground truth with ||M||_F = 1, one instance per case from
 * ``completion-2000``: Bernoulli(p = 0.05) completion, d = 2000, r = 5 (factor search).
 * ``completion-5000``: Bernoulli(p = 0.02) completion, d = 5000, r = 5 (for a CUDA device).
 
-Each row reports the solve's wall time (instance sampling and D1, D2 excluded; the solver builds what
-it needs), the Frobenius recovery error ||X - M||_F, the status and the certificate's worst relative
-residual. Run as a script:
+Each row reports the solve's wall time (instance sampling excluded; D1, D2 and everything else the
+solver builds included), the Frobenius recovery error ||X - M||_F, the status and the certificate's
+worst relative residual. Run as a script:
 
     .venv/bin/python benchmarks/bench_solvers.py                       # CPU: every case but 5000
     .venv/bin/python benchmarks/bench_solvers.py --device cuda --cases sensing-40 completion-5000

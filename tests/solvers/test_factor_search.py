@@ -114,3 +114,78 @@ def test_fused_pass_equals_separate_products(problem: Problem) -> None:
     torch.testing.assert_close(y, expected_y, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(GQ, bmap.adjoint_matmul(expected_y, Q), rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(GtP, bmap.adjoint_t_matmul(expected_y, P), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("values", "expected"),
+    [
+        ([9.0, 8.0, 3.0, 2.9, 2.8], 2),  # a dominant jump after the second value
+        ([9.0, 5.0, 3.0, 2.9], None),  # two comparable jumps: ambiguous
+        ([9.0, 8.9, 8.8], None),  # no jump at all
+        ([4.0], None),  # one value: no ratio
+    ],
+)
+def test_revealed_rank(values: list[float], expected: int | None) -> None:
+    from flatminima.solvers.convex.factor_polish import revealed_rank
+
+    assert revealed_rank(torch.tensor(values, dtype=torch.float64)) == expected
+
+
+def test_spectral_start_is_certified_directly_when_the_rank_is_revealed() -> None:
+    """A clear spectral gap: Gauss-Newton from the spectral start is certified, no augmented Lagrangian."""
+    instance = BilinearSensing(shape=(60, 60), rank=2, num_measurements=2400).sample(
+        generator=torch.Generator().manual_seed(7)
+    )
+    factor = solve_flat(instance, method="factor_search")
+    admm = solve_flat(instance, method="admm")
+    assert isinstance(factor, ConvexResult) and isinstance(admm, ConvexResult)
+    assert factor.status is Status.CONVERGED, factor.message
+    assert factor.info["candidate_source"] == "spectral-gauss-newton"
+    assert factor.history[0]["gauss_newton_steps"] == factor.iterations >= 1
+    assert factor.certificate.max_relative_residual <= 1e-9
+    assert float(torch.linalg.matrix_norm(factor.matrix - admm.matrix)) < 1e-8
+
+
+def test_spectral_shortcut_declines_a_misread_rank() -> None:
+    """A spectrum read as rank 1 for a rank-2 solution: Gauss-Newton cannot reach feasibility (None)."""
+    from flatminima.solvers.convex.factor_polish import spectral_polish
+    from flatminima.solvers.convex.formulation import formulate
+    from flatminima.solvers.convex.structured import spectral_start
+
+    instance = BilinearSensing(shape=(60, 60), rank=2, num_measurements=2400).sample(
+        generator=torch.Generator().manual_seed(7)
+    )
+    formulation = formulate(instance, "flat", eps=None)
+    assert formulation.bmap is not None
+    generator = torch.Generator().manual_seed(0)
+    U0, s0, V0 = spectral_start(formulation.bmap, formulation.b, 6, generator)
+    misread = torch.tensor([10.0, 1.0, 0.99, 0.98, 0.97, 0.96], dtype=torch.float64)
+    args = (formulation.bmap, formulation.b, U0, misread, V0)
+    assert spectral_polish(*args, tolerance=1e-9, exact=True, generator=generator) is None
+    # the true spectrum reveals rank 2 and is certified
+    found = spectral_polish(
+        formulation.bmap, formulation.b, U0, s0, V0, tolerance=1e-9, exact=True, generator=generator
+    )
+    assert found is not None and found[0].certificate.satisfied and found[0].s.numel() == 2
+
+
+def test_completion_tangent_system_is_matrix_free() -> None:
+    """Entry masks never build a dense Jacobian (O(m r) products); Gauss-Newton still reaches round-off."""
+    from flatminima.solvers.convex.formulation import formulate
+    from flatminima.solvers.convex.polish import TangentSystem, gauss_newton
+
+    instance = MatrixCompletion(shape=(40, 40), rank=2, probability=0.5).sample(
+        generator=torch.Generator().manual_seed(3)
+    )
+    formulation = formulate(instance, "flat", eps=None)
+    bmap, b = formulation.bmap, formulation.b
+    assert bmap is not None and bmap.entry_mask
+    left, right = formulation.left_inverse, formulation.right_inverse
+    assert left is not None and right is not None and left.ndim == right.ndim == 1  # diagonal D1, D2
+    Z = instance.ground_truth / left[:, None] / right  # the solution in rescaled coordinates, D1 M D2
+    U, s, V = torch.linalg.svd(Z)
+    U, s, V = U[:, :2], s[:2], V.mT[:, :2]
+    assert not TangentSystem(bmap, U, V).dense
+    noise = 1e-3 * torch.randn(40, 2, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    outcome = gauss_newton(bmap, b, U + noise, s, V, symmetric=False)
+    assert min(outcome.residuals) <= 1e-12 * float(torch.linalg.vector_norm(b))

@@ -12,9 +12,12 @@ operator's factored maps (O(m (d1 + d2) k) for rank-one designs, O(m k) for mask
 (m, d1, d2) is formed. The map and data are normalized internally (B/gamma, b/(gamma beta)) so that the
 tolerances are scale-free.
 
-When the constraint violation is small the rank r is read off the singular values of L' R'^T and the
-point is polished (Gauss-Newton on the rank-r manifold with conjugate gradients, then the multiplier
-correction of :mod:`~flatminima.solvers.convex.polish`). The certificate is the convex one: primal
+Before any of this, when the spectral start reveals the rank (a dominant jump in its singular values),
+Gauss-Newton from it is tried and certified directly (:func:`~.factor_polish.spectral_polish`); in the
+recovery regime that is the whole solve. Otherwise, when the constraint violation is small, the rank r is
+read off the singular values of L' R'^T and the point is polished (Gauss-Newton on the rank-r manifold
+with conjugate gradients, then the multiplier correction of :mod:`~flatminima.solvers.convex.polish`;
+:func:`~.factor_polish.polish_and_certify`). The certificate is the convex one: primal
 ||B(Z) - b||, gap |||Z||_* - <lambda, b>|, and dual max(0, ||B^*(lambda)||_op - 1), where
 ||B^*(lambda)||_op <= max(1, ||W||_op) + ||P_T(B^*(lambda)) - U V^T||_F and ||W||_op, W the part of
 B^*(lambda) off the tangent space, is estimated by block Lanczos on the structured operator (an exact SVD
@@ -36,11 +39,10 @@ from collections.abc import Callable
 import torch
 
 from flatminima.solvers.convex.certificate import Candidate, better
+from flatminima.solvers.convex.factor_polish import polish_and_certify, spectral_polish
 from flatminima.solvers.convex.formulation import Formulation
 from flatminima.solvers.convex.lbfgs import lbfgs
 from flatminima.solvers.convex.linear_map import ScaledMap
-from flatminima.solvers.convex.newton import kkt_newton
-from flatminima.solvers.convex.polish import corrected_multiplier, gauss_newton
 from flatminima.solvers.convex.structured import (
     certify_structured,
     factor_svd,
@@ -99,6 +101,27 @@ def solve_factor_search(
     exact = max(d1, d2) <= settings.exact_dual_limit
     gamma = probe_scale(bmap, b, gen) ** 0.5
     U0, s0, V0 = spectral_start(bmap, b / gamma**2, width, gen)
+    shortcut = spectral_polish(bmap, b, U0, s0, V0, tolerance=settings.tolerance, exact=exact, generator=gen)
+    if shortcut is not None and shortcut[0].certificate.satisfied:
+        candidate, steps = shortcut
+        return package_result(
+            formulation,
+            candidate,
+            Status.CONVERGED,
+            steps,
+            time.perf_counter() - start_time,
+            (
+                {
+                    "round": 0,
+                    "gauss_newton_steps": steps,
+                    "rank": candidate.s.numel(),
+                    "kkt": candidate.certificate.max_relative_residual,
+                },
+            ),
+            "factor_search",
+            "certificate met the tolerance at the spectral start (Gauss-Newton at the revealed rank)",
+            {"candidate_source": candidate.source, "width": candidate.s.numel(), "penalty": 0.0},
+        )
     beta = float(torch.linalg.vector_norm(s0)) or 1.0
     b_n = b / (gamma * beta)
     root = (s0 / beta).sqrt()
@@ -106,7 +129,7 @@ def solve_factor_search(
     lam_n = torch.zeros_like(b)
     rho = settings.penalty
     history: list[dict[str, float]] = []
-    best: Candidate | None = None
+    best: Candidate | None = None if shortcut is None else shortcut[0]
     total_iterations = 0
     polish_level = 1e-2
     polished_at = math.inf
@@ -157,7 +180,7 @@ def solve_factor_search(
         if rank > 0 and (max(violation, stationarity) <= polish_level or retry):
             polish_level = max(violation, stationarity) / 10.0
             polished_at = violation
-            candidate = _polish_and_certify(
+            candidate = polish_and_certify(
                 bmap,
                 b,
                 U[:, :rank],
@@ -260,74 +283,3 @@ def _augmented_lagrangian(
         return f, torch.cat([(L + GR).reshape(-1), (R + GtL).reshape(-1)])
 
     return fun
-
-
-def _polish_and_certify(
-    bmap: ScaledMap,
-    b: torch.Tensor,
-    U: torch.Tensor,
-    s: torch.Tensor,
-    V: torch.Tensor,
-    lam: torch.Tensor,
-    *,
-    tolerance: float,
-    exact: bool,
-    generator: torch.Generator,
-) -> Candidate:
-    """Gauss-Newton feasibility at the identified rank, multiplier correction, structured certificate.
-
-    Where the rank-r feasible set is not locally unique (dim T > m, below the recovery threshold),
-    Gauss-Newton alone would stop at a feasible but non-optimal point; small problems then take Newton
-    steps on the KKT system of the factored problem instead (:mod:`~flatminima.solvers.convex.newton`).
-    """
-    d1, d2 = bmap.shape
-    r = int(s.numel())
-    best: Candidate | None = None
-    if (d1 + d2 - r) * r <= bmap.num_measurements:
-        outcome = gauss_newton(bmap, b, U, s, V, symmetric=False)
-        for start, source in ((lam, "factor-search-polish"), (None, "factor-search-least-squares")):
-            corrected = corrected_multiplier(outcome.system, start)
-            candidate = certify_structured(
-                bmap,
-                b,
-                outcome.U,
-                outcome.s,
-                outcome.V,
-                corrected,
-                tolerance=tolerance,
-                exact=exact,
-                generator=generator,
-                source=source,
-            )
-            best = better(best, candidate)
-            if candidate.certificate.satisfied:
-                return candidate
-    newton = kkt_newton(bmap, b, U, s, V, lam)
-    if newton is not None:
-        candidate = certify_structured(
-            bmap,
-            b,
-            newton.U,
-            newton.s,
-            newton.V,
-            newton.multiplier,
-            tolerance=tolerance,
-            exact=exact,
-            generator=generator,
-            source="factor-search-newton",
-        )
-        best = better(best, candidate)
-    if best is None:  # neither polish applies: certify the point as it is
-        best = certify_structured(
-            bmap,
-            b,
-            U,
-            s,
-            V,
-            lam,
-            tolerance=tolerance,
-            exact=exact,
-            generator=generator,
-            source="augmented-lagrangian",
-        )
-    return best

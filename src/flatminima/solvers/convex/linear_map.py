@@ -139,6 +139,11 @@ class ScaledMap:
             self._rank_one = (operator.vectors, operator.vectors)
 
     @property
+    def entry_mask(self) -> bool:
+        """True for matrix completion (B_l = w_l e_i e_j^T): every product costs O(m k)."""
+        return isinstance(self.operator, EntryMask)
+
+    @property
     def rank_one(self) -> bool:
         """True for rank-one designs B_l = a'_l c'_l^T (bilinear, symmetric rank-one)."""
         return self._rank_one is not None

@@ -45,8 +45,9 @@ class TangentSystem:
         r = U.shape[-1]
         self.sizes = (d2 * r, d1 * r)
         n = (d1 + d2) * r
-        if dense is None:
-            dense = bmap.num_measurements * n <= DENSE_JACOBIAN_LIMIT and n <= DENSE_UNKNOWNS_LIMIT
+        if dense is None:  # entry masks: matrix-free products cost O(m r), cheaper than any dense Jacobian
+            small = bmap.num_measurements * n <= DENSE_JACOBIAN_LIMIT and n <= DENSE_UNKNOWNS_LIMIT
+            dense = small and not bmap.entry_mask
         self.dense = dense
         self._J: torch.Tensor | None = None
         self._pinv: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -207,10 +208,19 @@ def gauss_newton(
     symmetric: bool,
     max_steps: int = 12,
     dense: bool | None = None,
+    target: float | None = None,
 ) -> PolishOutcome:
-    """Riemannian Gauss-Newton for B(Z) = b on the rank-r manifold, from Z = U diag(s) V^T."""
+    """Riemannian Gauss-Newton for B(Z) = b on the rank-r manifold, from Z = U diag(s) V^T.
+
+    Stops once ||B(Z) - b|| <= ``target`` (default: round-off, max(4 eps, 1e-13) ||b||). Each step is an
+    inexact Newton step whose conjugate-gradient forcing term eta is min(0.1, ||res|| / ||b||) (quadratic
+    convergence) but never tighter than 0.1 target / ||res||: the last step only needs to bring the
+    residual below the target, not to round-off (Dembo, Eisenstat, Steihaug, SIAM J. Numer. Anal. 1982).
+    """
     scale = float(torch.linalg.vector_norm(b))
     eps = torch.finfo(b.dtype).eps
+    floor = max(4 * eps, 1e-13) * scale
+    target = floor if target is None else max(target, floor)
     residuals: list[float] = []
     system = TangentSystem(bmap, U, V, dense=dense)
     best = (U, s, V, system)
@@ -221,10 +231,10 @@ def gauss_newton(
         if not norm < 0.5 * min(residuals[:-1], default=2 * norm + 1.0):
             break  # no sufficient decrease (or NaN): keep the best iterate
         best = (U, s, V, system)
-        if norm <= max(4 * eps, 1e-13) * scale or len(residuals) > max_steps:
+        if norm <= target or len(residuals) > max_steps:
             break
         # inexact Newton: a forcing term proportional to the residual keeps quadratic convergence
-        forcing = min(1e-2, norm / max(scale, 1e-300))
+        forcing = min(0.1, max(norm / max(scale, 1e-300), 0.1 * target / norm))
         x = system.solve_normal(system.rmatvec(residual), tolerance=max(forcing, 1e-11))
         Y1, Y2 = system.split(x)
         U_new, s_new, V_new = retract(U, s, V, Y1, Y2)
@@ -238,14 +248,18 @@ def gauss_newton(
     return PolishOutcome(U, s, V, tuple(residuals), system)
 
 
-def corrected_multiplier(system: TangentSystem, lam0: torch.Tensor | None) -> torch.Tensor:
-    """Return lambda = lambda0 + J w with J^T lambda = (V, 0).
+def corrected_multiplier(
+    system: TangentSystem, lam0: torch.Tensor | None, *, accuracy: float = 1e-12
+) -> torch.Tensor:
+    """Return lambda = lambda0 + J w with J^T lambda = (V, 0) up to ``accuracy`` ||U V^T||_F.
 
-    This is the smallest change of lambda0 with P_T(B^*(lambda)) = U V^T (lambda0 = None: from zero).
+    This is the smallest change of lambda0 with P_T(B^*(lambda)) = U V^T (lambda0 = None: from zero). The
+    conjugate-gradient residual of J^T J w = (V, 0) - J^T lambda0 is exactly the tangent residual
+    ||J^T lambda - (V, 0)|| of the certificate, so ``accuracy`` bounds it directly.
     """
     target = torch.cat([system.V.reshape(-1), torch.zeros_like(system.U).reshape(-1)])
     rhs = target if lam0 is None else target - system.rmatvec(lam0)
     # accuracy relative to the target (||U V^T||_F = sqrt(r)), not to the (possibly small) correction
     ratio = float(torch.linalg.vector_norm(target)) / max(float(torch.linalg.vector_norm(rhs)), 1e-300)
-    w = system.solve_normal(rhs, tolerance=min(1e-2, max(1e-12 * ratio, 1e-14)))
+    w = system.solve_normal(rhs, tolerance=min(1e-2, max(accuracy * ratio, 1e-14)))
     return system.matvec(w) if lam0 is None else lam0 + system.matvec(w)
