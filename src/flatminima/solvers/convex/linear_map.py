@@ -33,6 +33,8 @@ SINGULAR_THRESHOLD = 1e-12
 
 #: measurements per chunk in the generic (dense-slice) fallbacks.
 _CHUNK = 512
+#: entries of a dense sensing tensor up to which the Gram matrix is built from one scaled copy (400 MB).
+_GRAM_COPY_LIMIT = 50_000_000
 
 
 def _mul(inverse: torch.Tensor | None, P: torch.Tensor) -> torch.Tensor:
@@ -90,6 +92,20 @@ def rescaling_inverses(
         extremes.extend([low, high])
     kappa = (max(extremes) / min(extremes)) ** 0.5
     return inverses[0], inverses[1], kappa
+
+
+def symmetric_gram(H: torch.Tensor, blocks: int = 4) -> torch.Tensor:
+    """H H^T from the blocks on and below the diagonal, mirrored (5/8 of the products for 4 blocks)."""
+    n = H.shape[0]
+    step = -(-n // blocks)
+    G = H.new_empty(n, n)
+    for i in range(0, n, step):
+        for j in range(0, i + 1, step):
+            block = H[i : i + step] @ H[j : j + step].mT
+            G[i : i + step, j : j + step] = block
+            if j != i:
+                G[j : j + step, i : i + step] = block.mT
+    return G
 
 
 def _short(indices: list[int], limit: int = 10) -> str:
@@ -262,8 +278,11 @@ class ScaledMap:
     def gram(self) -> torch.Tensor:
         """B B^* as an (m, m) matrix: (B B^*)_{lk} = <B_l, B_k>."""
         m = self.num_measurements
+        if self._dense is not None and self._dense.numel() <= _GRAM_COPY_LIMIT:
+            # (B B^*)_{lk} = <H_l, H_k> with H_l = D1^{-1} A_l D2^{-1}: one scaled copy, then H H^T
+            return symmetric_gram(self._scale(self._dense).reshape(m, -1))
         if self._dense is not None:
-            # (B B^*)_{lk} = <A_l, D1^{-2} A_k D2^{-2}>: one transformed copy, built in chunks
+            # (B B^*)_{lk} = <A_l, D1^{-2} A_k D2^{-2}>: no full copy of A, the transform built in chunks
             flat = self._dense.reshape(m, -1)
             blocks = []
             for start in range(0, m, _CHUNK):
