@@ -12,10 +12,11 @@ same model, the same full-batch loss and the same number of Rademacher probes (1
   When ``pyhessian`` is not importable, ``_PyHessian01`` below re-implements its trace loop verbatim
   (graph reuse, one ``torch.autograd.grad`` per probe); the report says which one ran.
 * flatminima: ``hutchinson_trace(H, 100, batch_size=B)`` with H from
-  ``HessianOperator.from_objective(BilinearFactorization(...), params)`` (forward-over-reverse HVPs
-  through the objective's pure loss, whose dense operator is a matmul on the (m, d1 d2) matrix,
-  vmapped over B probes at once) or ``HessianOperator.from_model(net, cross_entropy, [(X, y)],
-  mode="eval")``.
+  ``HessianOperator.from_objective(BilinearFactorization(...), params)`` (Hutchinson needs only
+  z^T H z, which the objective gives in closed form, (2/m)||A(dL R^T + L dR^T)||^2 + (4/m)<A^*(res),
+  dL dR^T>: one matmul with the (m, d1 d2) matrix for B probes at once, where a Hessian-vector product
+  needs two) or ``HessianOperator.from_model(net, cross_entropy, [(X, y)], mode="eval")`` (reverse-over-
+  reverse HVPs vmapped over B probes).
 
 Also reported: Lanczos products for the top eigenvalue to 1e-8 relative against PyHessian-style power
 iteration products to reach 1e-2, and Hutchinson against Hutch++ products to 1 % relative standard

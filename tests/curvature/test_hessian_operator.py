@@ -244,3 +244,38 @@ def test_device_follows_inputs(device: str) -> None:
     assert H.device.type == device
     expected = dense_hessian(case.loss, case.params())
     torch.testing.assert_close(H.dense().cpu(), expected, rtol=1e-9, atol=1e-11)
+
+
+def _sensing_objective_operator():  # type: ignore[no-untyped-def]
+    from flatminima.objectives import BilinearFactorization
+    from flatminima.problems import MatrixSensing
+
+    g = torch.Generator().manual_seed(4)
+    instance = MatrixSensing(shape=(5, 4), rank=2, num_measurements=30).sample(generator=g)
+    objective = BilinearFactorization(instance, width=3)
+    return HessianOperator.from_objective(objective, objective.random_params(generator=g))
+
+
+@pytest.mark.parametrize("selection", [(), ("L",), ("R",)])
+def test_closed_quadratic_forms_match_the_hessian_vector_products(selection) -> None:
+    """An objective's hessian_quadratic_forms (one data pass) give v^T H v exactly, per group too."""
+    from flatminima.curvature import ScaledOperator
+
+    H = _sensing_objective_operator()
+    assert H._closed_quadratic_forms is not None
+    H = H.select(*selection) if selection else H
+    V = torch.randn(H.size, 6, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    expected = (V * H.matmat(V)).sum(dim=0)
+    torch.testing.assert_close(H.quadratic_forms(V), expected, rtol=1e-10, atol=1e-12)
+    scale = torch.linspace(0.5, 2.0, H.size, dtype=torch.float64)
+    S = ScaledOperator(H, scale)
+    torch.testing.assert_close(S.quadratic_forms(V), (V * S.matmat(V)).sum(dim=0), rtol=1e-10, atol=1e-12)
+
+
+def test_quadratic_forms_default_and_validation() -> None:
+    case = mlp_case(3)
+    H = HessianOperator(case.loss, case.params())
+    V = torch.randn(H.size, 4, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    torch.testing.assert_close(H.quadratic_forms(V), (V * H.matmat(V)).sum(dim=0))
+    with pytest.raises(InputDataError, match="V"):
+        H.quadratic_forms(V[:-1])

@@ -73,6 +73,7 @@ def model_parts(
         "names": variables,
         "closed_hvp": None,
         "closed_grad": None,
+        "closed_quadratic_forms": None,
         "source": source,
         "vectorize": vectorize,
     }
@@ -123,6 +124,12 @@ def objective_parts(
         def closed_grad(p: Params) -> Params:
             return dict(zip(keys, objective.grad(as_tuple(p)), strict=True))
 
+    closed_quadratic_forms = None
+    if callable(getattr(objective, "hessian_quadratic_forms", None)):
+
+        def closed_quadratic_forms(directions: Params) -> torch.Tensor:
+            return objective.hessian_quadratic_forms(as_tuple(point), as_tuple(directions))
+
     weights = getattr(objective, "block_weights", None)
     block_weights = None
     if isinstance(weights, tuple | list) and len(weights) == len(keys):
@@ -135,6 +142,7 @@ def objective_parts(
         "names": keys,
         "closed_hvp": closed_hvp,
         "closed_grad": closed_grad,
+        "closed_quadratic_forms": closed_quadratic_forms,
         "source": None,
         "vectorize": vectorize,
         "block_weights": block_weights,

@@ -152,8 +152,10 @@ class HessianOperator(LinearOperator):
         ``names`` (parameter names, e.g. ("L", "R")), ``block_weights`` (the scaled-trace weights),
         ``value_function()`` (an unchecked pure loss, safe in ``torch.func``), ``curvature_model(params)``
         (the C^2 function whose Hessian the objective reports, e.g. the local model of robust PCA),
-        ``hvp(params, direction)`` and ``grad(params)`` (closed forms). Groups are selected by index
-        (``select(0)`` is the first factor) or by name.
+        ``hvp(params, direction)`` and ``grad(params)`` (closed forms), ``hessian_quadratic_forms(params,
+        directions)`` (v^T H v for a batch of directions, used by :meth:`quadratic_forms` and hence by
+        Hutchinson; e.g. one data pass per direction for least-squares objectives). Groups are selected
+        by index (``select(0)`` is the first factor) or by name.
 
         Args:
             objective: the objective.
@@ -205,6 +207,7 @@ class HessianOperator(LinearOperator):
         names: tuple[str, ...],
         closed_hvp: Callable[[Params], Params] | None,
         closed_grad: Callable[[Params], Params] | None,
+        closed_quadratic_forms: Callable[[Params], torch.Tensor] | None = None,
         source: ModelSource | None,
         vectorize: bool,
         ad_mode: str = "reverse",
@@ -219,6 +222,7 @@ class HessianOperator(LinearOperator):
         self.names = names
         self._closed_hvp = closed_hvp
         self._closed_grad = closed_grad
+        self._closed_quadratic_forms = closed_quadratic_forms
         self.source = source
         self.vectorize = bool(vectorize)
         self.ad_mode = ad_mode
@@ -237,6 +241,7 @@ class HessianOperator(LinearOperator):
             "names": self.names,
             "closed_hvp": self._closed_hvp,
             "closed_grad": self._closed_grad,
+            "closed_quadratic_forms": self._closed_quadratic_forms,
             "source": self.source,
             "vectorize": self.vectorize,
             "ad_mode": self.ad_mode,
@@ -454,6 +459,17 @@ class HessianOperator(LinearOperator):
             return torch.func.jvp(gradient, (primal,), (tangent,))[1]
 
         return single
+
+    def _quadratic_forms(self, V: torch.Tensor) -> torch.Tensor:
+        if self._closed_quadratic_forms is None:
+            return super()._quadratic_forms(V)
+        batch = int(V.shape[1])
+        tangents = self._unflatten(V.mT)
+        full = {}
+        for name in self._variables:  # the parameters outside the selection do not move
+            point = self._point[name]
+            full[name] = tangents[name] if name in tangents else point.new_zeros(batch, *point.shape)
+        return self._closed_quadratic_forms(full).detach()
 
     def _closed_single(self, tangent: Params) -> Params:
         full = {

@@ -54,6 +54,18 @@ class LinearOperator(abc.ABC):
         self._check_vectors("V", V, ndim=2)
         return self._matmat(V)
 
+    def quadratic_forms(self, V: torch.Tensor) -> torch.Tensor:
+        """Return (v_j^T H v_j)_j for the columns of V (n, b), shape (b,): all Hutchinson needs.
+
+        By default sum(V * (H V), dim=0); operators that know a cheaper exact form (e.g. the Hessian of a
+        least-squares objective, one data pass instead of two) override :meth:`_quadratic_forms`.
+        """
+        self._check_vectors("V", V, ndim=2)
+        return self._quadratic_forms(V)
+
+    def _quadratic_forms(self, V: torch.Tensor) -> torch.Tensor:
+        return (V * self._matmat(V)).sum(dim=0)
+
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         """Return H v for v of shape (n,)."""
         self._check_vectors("v", v, ndim=1)
@@ -195,3 +207,6 @@ class ScaledOperator(LinearOperator):
 
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
         return self.scale[:, None] * self.operator._matmat(self.scale[:, None] * V)
+
+    def _quadratic_forms(self, V: torch.Tensor) -> torch.Tensor:
+        return self.operator._quadratic_forms(self.scale[:, None] * V)

@@ -62,7 +62,9 @@ def hutchinson_trace(
 ) -> Estimate:
     """Hutchinson's estimate of tr H with its standard error.
 
-    tr H ~ (1/N) sum_j z_j^T H z_j, stderr = std_j(z_j^T H z_j) / sqrt(N). Without ``rtol`` exactly
+    tr H ~ (1/N) sum_j z_j^T H z_j, stderr = std_j(z_j^T H z_j) / sqrt(N), the quadratic forms from
+    ``operator.quadratic_forms`` (one Hessian-vector product each, or a cheaper closed form where the
+    operator has one). Without ``rtol`` exactly
     ``num_probes`` probes are used; with ``rtol`` probes are added ``batch_size`` at a time until
     stderr <= rtol |estimate| (never before ``min_probes``), at most ``num_probes``
     (``converged=False`` if the budget runs out first). There is always a minimum of ``min_probes``
@@ -94,7 +96,7 @@ def hutchinson_trace(
     """
     generator = check_sampling(num_probes, min_probes, rtol, batch_size, distribution, generator)
     stats, converged = sample_until(
-        lambda Z: (Z * operator.matmat(Z)).sum(dim=0),
+        operator.quadratic_forms,
         operator,
         num_probes=num_probes,
         min_probes=min_probes,
@@ -167,7 +169,7 @@ def hutchpp_trace(
 
     def deflated(Z: torch.Tensor) -> torch.Tensor:
         Z = Z - Q @ (Q.mT @ Z)
-        return (Z * operator.matmat(Z)).sum(dim=0)
+        return operator.quadratic_forms(Z)
 
     stats, converged = sample_until(
         deflated,
