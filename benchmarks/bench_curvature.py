@@ -20,9 +20,9 @@ same model, the same full-batch loss and the same number of Rademacher probes (1
 
 Also reported: Lanczos products for the top eigenvalue to 1e-8 relative against PyHessian-style power
 iteration products to reach 1e-2, and Hutchinson against Hutch++ products to 1 % relative standard
-error. Run the report (timings are min over repeats, in ms per probe; by default one thread and process
-CPU time, which stays meaningful when other jobs share the cores; ``--threads 2 --clock wall`` for
-wall-clock time on both cores):
+error. Run the report (timings are the fastest of alternating rounds, in ms per probe; by default one
+thread and process CPU time, which stays meaningful when other jobs share the cores;
+``--threads 2 --clock wall`` for wall-clock time on both cores):
 
     .venv/bin/python benchmarks/bench_curvature.py [--threads 2 --clock wall] [--skip-spectrum]
 
@@ -183,31 +183,30 @@ def _warm_up() -> None:
         torch.func.jvp(torch.sin, (x,), (x,))
 
 
-def ours_per_probe(case: dict[str, Any], *, repeats: int = 3, batch_size: int = BATCH) -> float:
-    """Seconds per probe of flatminima's hutchinson_trace (min over repeats; operator built once)."""
+def per_probe_times(
+    case: dict[str, Any], *, rounds: int = 15, batch_size: int = BATCH
+) -> tuple[float, float]:
+    """Seconds per probe of (PyHessian's trace with tol=-inf, flatminima's hutchinson_trace).
+
+    Both run ``PROBES`` probes; the two are timed in alternation, ``rounds`` times, and each keeps its
+    fastest round, so a drifting background load on a shared machine cannot favour either side.
+    """
     _warm_up()
     H = case["operator"]()
     generator = torch.Generator().manual_seed(0)
-    hutchinson_trace(H, 10, generator=generator, batch_size=10)
-    best = math.inf
-    for _ in range(repeats):
-        start = CLOCK()
-        hutchinson_trace(H, PROBES, generator=generator, batch_size=batch_size)
-        best = min(best, CLOCK() - start)
-    return best / PROBES
-
-
-def pyhessian_per_probe(case: dict[str, Any], *, repeats: int = 3) -> float:
-    """Seconds per probe of PyHessian's trace with tol=-inf (all PROBES probes; min over repeats)."""
     ph = case["pyhessian"]()
     torch.manual_seed(0)  # PyHessian draws its probes from the global RNG
     ph.trace(maxIter=5, tol=-math.inf)
-    best = math.inf
-    for _ in range(repeats):
+    hutchinson_trace(H, 10, generator=generator, batch_size=10)
+    theirs = ours = math.inf
+    for _ in range(rounds):
         start = CLOCK()
         values = ph.trace(maxIter=PROBES, tol=-math.inf)
-        best = min(best, (CLOCK() - start) / len(values))
-    return best
+        theirs = min(theirs, (CLOCK() - start) / len(values))
+        start = CLOCK()
+        hutchinson_trace(H, PROBES, generator=generator, batch_size=batch_size)
+        ours = min(ours, (CLOCK() - start) / PROBES)
+    return theirs, ours
 
 
 def power_iteration_matvecs(
@@ -306,13 +305,14 @@ def main() -> None:
         f"{torch.get_num_threads()} thread(s), {arguments.clock} clock"
     )
     print(
-        f"Hutchinson, {PROBES} Rademacher probes, flatminima batch_size={BATCH}; ms per probe (min of 3 runs)"
+        f"Hutchinson, {PROBES} Rademacher probes, flatminima batch_size={BATCH}; ms per probe "
+        "(fastest of 15 alternating rounds)"
     )
     print(f"{'case':<16}{'n':>8}{'PyHessian':>11}{'flatminima':>12}{'speed-up':>10}")
     for build in CASES.values():
         case = build()
         n = case["operator"]().size
-        theirs, ours = pyhessian_per_probe(case), ours_per_probe(case)
+        theirs, ours = per_probe_times(case)
         print(
             f"{case['name']:<16}{n:>8}{1e3 * theirs:>11.3f}{1e3 * ours:>12.3f}{theirs / ours:>9.1f}x",
             flush=True,

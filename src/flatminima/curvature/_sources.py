@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from flatminima._checks import check_same_dtype_device, check_tensor
+from flatminima.curvature import taylor
 from flatminima.curvature._model import ModelSource, resolve_mode
 from flatminima.errors import ConfigurationError, InputDataError, InputTypeError
 
@@ -73,7 +74,7 @@ def model_parts(
         "names": variables,
         "closed_hvp": None,
         "closed_grad": None,
-        "closed_quadratic_forms": None,
+        "closed_quadratic_forms": _taylor_quadratic_forms(source, point),
         "source": source,
         "vectorize": vectorize,
     }
@@ -161,6 +162,27 @@ def _objective_names(objective: Any, names: Iterable[str] | None, count: int) ->
     if len(keys) != count or len(set(keys)) != len(keys) or not all(isinstance(k, str) for k in keys):
         raise InputDataError(f"names must give one distinct string per parameter ({count}); got {keys!r}.")
     return keys
+
+
+def _taylor_quadratic_forms(source: ModelSource, point: Params) -> Callable[[Params], torch.Tensor] | None:
+    """Directions -> v^T H v of the dataset loss by Taylor mode, where :mod:`.taylor` supports the model."""
+    model, loss_fn = source.model, source.loss_fn
+    kind = taylor.loss_kind(loss_fn)
+    if kind is None or not taylor.supports(model, loss_fn, source.mode):
+        return None
+    with torch.no_grad():
+        for index, (inputs, targets) in enumerate(source.batches):
+            if not taylor.batches_supported(kind, source.forward(point, index), inputs, targets):
+                return None
+
+    def quadratic_forms(directions: Params) -> torch.Tensor:
+        parts = [
+            weight * taylor.quadratic_forms(model, loss_fn, point, directions, inputs, targets)
+            for weight, (inputs, targets) in zip(source.weights, source.batches, strict=True)
+        ]
+        return torch.stack(parts).sum(dim=0)
+
+    return quadratic_forms
 
 
 def _batch_loss(source: ModelSource, index: int) -> LossClosure:

@@ -1,0 +1,208 @@
+"""Second-order Taylor mode for multilayer perceptrons: v^T H v for many directions in one forward pass.
+
+Along the line w(t) = w + t v the loss expands as L(w(t)) = L0 + t L1 + (t^2 / 2) L2 + O(t^3) with
+L2 = v^T H v, which is all Hutchinson's estimator needs. Taylor mode propagates every activation as its
+coefficients (x0, x1, x2) of x(t) = x0 + t x1 + (t^2 / 2) x2 through the network:
+
+* linear layer y = x W^T + c with W(t) = W + t V, c(t) = c + t e:
+  y0 = x0 W^T + c,  y1 = x1 W^T + x0 V^T + e,  y2 = x2 W^T + 2 x1 V^T;
+* elementwise sigma: y0 = sigma(x0),  y1 = sigma'(x0) x1,  y2 = sigma''(x0) x1^2 + sigma'(x0) x2;
+* cross-entropy l(z) = logsumexp(z) - z_y, with p = softmax(z0):
+  l2 = sum_c p z1^2 - (p . z1)^2 + (p - e_y) . z2;
+  mean squared error mean((z - y)^2): l2 = (2 / numel) sum (z1^2 + (z0 - y) z2).
+
+x0 is shared by all directions; x1, x2 carry a leading batch of b directions. At the first layer the
+input is constant (x1 = x2 = 0), so the only product with the data is x0 V^T for all directions in one
+matrix product, where a Hessian-vector product (forward over reverse) needs two (x0 V^T and the
+weight-gradient tangent x0^T dy). For ReLU sigma'' = 0, the same convention autograd's Hessian uses.
+
+Supported: ``nn.Sequential`` of ``nn.Linear``, ``nn.Tanh``, ``nn.Sigmoid``, ``nn.ReLU``, ``nn.Identity``,
+``nn.Flatten`` (and ``nn.Dropout`` in eval mode) with ``torch.nn.functional.cross_entropy`` /
+``mse_loss`` or ``nn.CrossEntropyLoss()`` / ``nn.MSELoss()`` at their defaults (mean reduction).
+:func:`supports` decides; everything else keeps Hessian-vector products.
+
+References:
+    A. Griewank, A. Walther. Evaluating Derivatives, 2nd ed. SIAM 2008, Chapter 13 (Taylor propagation).
+    J. Bettencourt, M. J. Johnson, D. Duvenaud. Taylor-mode automatic differentiation for higher-order
+    derivatives in JAX. NeurIPS Program Transformations Workshop, 2019.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+_ELEMENTWISE = (nn.Tanh, nn.Sigmoid, nn.ReLU)
+_PASS_THROUGH = (nn.Identity, nn.Flatten)
+_NO_OPS = (nn.Identity, nn.Dropout)  # dropout: eval mode only (see supports)
+Coefficients = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]
+
+
+def loss_kind(loss_fn: Callable[..., Any]) -> str | None:
+    """The kind ("cross_entropy" or "mse") of a supported mean-reduced loss at its defaults, else None."""
+    if loss_fn is nn.functional.cross_entropy:
+        return "cross_entropy"
+    if loss_fn is nn.functional.mse_loss:
+        return "mse"
+    if type(loss_fn) is nn.CrossEntropyLoss:
+        default = nn.CrossEntropyLoss()
+        same = loss_fn.weight is None and loss_fn.label_smoothing == 0.0 and loss_fn.reduction == "mean"
+        return "cross_entropy" if same and loss_fn.ignore_index == default.ignore_index else None
+    if type(loss_fn) is nn.MSELoss and loss_fn.reduction == "mean":
+        return "mse"
+    return None
+
+
+def supports(model: nn.Module, loss_fn: Callable[..., Any], mode: str) -> bool:
+    """True when :func:`quadratic_forms` applies to ``model`` and ``loss_fn`` in ``mode``."""
+    if type(model) is not nn.Sequential or loss_kind(loss_fn) is None:
+        return False
+    for layer in model.children():
+        if isinstance(layer, nn.Dropout) and mode == "eval":
+            continue
+        if type(layer) is nn.Linear or type(layer) in _ELEMENTWISE or type(layer) in _PASS_THROUGH:
+            continue
+        return False
+    return True
+
+
+def quadratic_forms(
+    model: nn.Module,
+    loss_fn: Callable[..., Any],
+    params: Mapping[str, torch.Tensor],
+    directions: Mapping[str, torch.Tensor],
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+) -> torch.Tensor:
+    """(v_j^T H v_j)_j of the batch loss for directions with a leading batch dimension b, shape (b,).
+
+    ``params`` holds every parameter by its ``named_parameters`` name; ``directions`` those that move
+    (the others are held fixed).
+    """
+    batch = next(iter(directions.values())).shape[0]
+    layers = [(name, layer) for name, layer in model.named_children() if type(layer) not in _NO_OPS]
+    last = layers.pop() if layers and type(layers[-1][1]) is nn.Linear else None
+    x: Coefficients = (inputs, None, None)
+    for name, layer in layers:
+        if type(layer) is nn.Linear:
+            x = _linear(x, params, directions, f"{name}.", batch)
+        elif type(layer) in _ELEMENTWISE:
+            x = _elementwise(layer, x)
+        else:  # Flatten
+            x = _reshape(layer, x)
+    if last is None:
+        z0, z1, z2 = x
+        curvature, g = _loss_terms(loss_fn, z0, z1, targets, batch)
+        return curvature if z2 is None else curvature + (g * z2).flatten(1).sum(dim=1)
+    # the last linear layer: z2 enters the loss only through g . z2, which folds into the layer,
+    # g . (x2 W^T + 2 x1 V^T) = <x2, g W> + 2 <V, g^T x1>: no product of the batch with W or V for z2
+    name, layer = last
+    x0, x1, x2 = x
+    W, V = params[f"{name}.weight"], directions.get(f"{name}.weight")
+    z0, z1, _ = _linear((x0, x1, None), params, directions, f"{name}.", batch)
+    curvature, g = _loss_terms(loss_fn, z0, z1, targets, batch)
+    if x2 is not None:
+        curvature = curvature + (x2 * (g @ W)).flatten(1).sum(dim=1)
+    if x1 is not None and V is not None:
+        rows = g.reshape(-1, g.shape[-1]).mT  # (out, N)
+        curvature = curvature + 2.0 * (V * (rows @ x1.reshape(batch, -1, x1.shape[-1]))).sum(dim=(-2, -1))
+    return curvature
+
+
+def _loss_terms(
+    loss_fn: Callable[..., Any], z0: torch.Tensor, z1: torch.Tensor | None, targets: torch.Tensor, batch: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss's second-order coefficient without its z2 term, (b,), and g with l2 = that + g . z2."""
+    if loss_kind(loss_fn) == "mse":
+        scale = 2.0 / z0.numel()
+        g = scale * (z0 - targets)
+        curvature = z0.new_zeros(batch) if z1 is None else scale * z1.square().flatten(1).sum(dim=1)
+        return curvature, g
+    p = torch.softmax(z0, dim=-1)
+    count = z0.shape[0]
+    g = (p - nn.functional.one_hot(targets, z0.shape[-1]).to(p.dtype)) / count
+    if z1 is None:
+        return z0.new_zeros(batch), g
+    per_example = (p * z1.square()).sum(dim=-1) - (p * z1).sum(dim=-1).square()
+    return per_example.sum(dim=-1) / count, g
+
+
+def batches_supported(kind: str, outputs: torch.Tensor, inputs: Any, targets: torch.Tensor) -> bool:
+    """Whether one batch fits :func:`quadratic_forms`.
+
+    It needs one input tensor, class-index targets for cross-entropy on (N, C) outputs, and targets
+    shaped like the outputs for the mean squared error.
+    """
+    if not isinstance(inputs, torch.Tensor):
+        return False
+    if kind == "cross_entropy":
+        integer = not torch.is_floating_point(targets) and not torch.is_complex(targets)
+        return integer and targets.ndim == 1 and outputs.ndim == 2 and bool((targets >= 0).all())
+    return outputs.shape == targets.shape
+
+
+def _linear(
+    x: Coefficients,
+    params: Mapping[str, torch.Tensor],
+    directions: Mapping[str, torch.Tensor],
+    prefix: str,
+    batch: int,
+) -> Coefficients:
+    x0, x1, x2 = x
+    W, c = params[prefix + "weight"], params.get(prefix + "bias")
+    V, e = directions.get(prefix + "weight"), directions.get(prefix + "bias")
+    y0 = nn.functional.linear(x0, W, c)
+    y1 = None if x1 is None else _times(x1, W)
+    y2 = None if x2 is None else _times(x2, W)
+    if V is not None:
+        # x0 V_j^T for every direction j (one batched product, contiguous (b, N, ..., out) output)
+        directional = V.mT.reshape(batch, *([1] * (x0.ndim - 2)), *V.mT.shape[1:])
+        moved = torch.matmul(x0, directional)
+        y1 = moved if y1 is None else y1 + moved
+        if x1 is not None:
+            twice = 2.0 * torch.matmul(x1, directional)
+            y2 = twice if y2 is None else y2 + twice
+    if e is not None:
+        shift = e.reshape(batch, *([1] * (x0.ndim - 1)), -1)
+        y1 = shift.expand(batch, *y0.shape) if y1 is None else y1 + shift
+    return y0, y1, y2
+
+
+def _times(x: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """The product x W^T for x (b, ..., in) as one matrix product over all leading dimensions."""
+    return (x.reshape(-1, x.shape[-1]) @ W.mT).reshape(*x.shape[:-1], W.shape[0])
+
+
+def _elementwise(layer: nn.Module, x: Coefficients) -> Coefficients:
+    x0, x1, x2 = x
+    if isinstance(layer, nn.Tanh):
+        y0 = torch.tanh(x0)
+        first = 1.0 - y0.square()
+        second = -2.0 * y0 * first
+    elif isinstance(layer, nn.Sigmoid):
+        y0 = torch.sigmoid(x0)
+        first = y0 * (1.0 - y0)
+        second = first * (1.0 - 2.0 * y0)
+    else:  # ReLU: sigma'' = 0 (as in autograd)
+        y0 = torch.relu(x0)
+        first = (x0 > 0).to(x0.dtype)
+        second = None
+    y1 = None if x1 is None else first * x1
+    y2 = None if x2 is None else first * x2
+    if second is not None and x1 is not None:
+        term = second * x1.square()
+        y2 = term if y2 is None else y2 + term
+    return y0, y1, y2
+
+
+def _reshape(layer: nn.Module, x: Coefficients) -> Coefficients:
+    x0, x1, x2 = x
+    y0 = layer(x0)
+    return (
+        y0,
+        None if x1 is None else x1.reshape(x1.shape[0], *y0.shape),
+        None if x2 is None else x2.reshape(x2.shape[0], *y0.shape),
+    )
