@@ -125,3 +125,20 @@ def test_soft_label_targets_keep_hessian_vector_products() -> None:
     )
     H = HessianOperator.from_model(_mlp(nn.Tanh), nn.functional.cross_entropy, [(X, y)], mode="eval")
     assert H._closed_quadratic_forms is None
+
+
+@pytest.mark.parametrize("last", ["linear", "activation"])
+def test_inputs_with_extra_dimensions_and_no_output_layer(last: str) -> None:
+    """(N, T, features) inputs under the mean squared error, ending in a linear layer or an activation."""
+    g = torch.Generator().manual_seed(9)
+    layers: list[nn.Module] = [nn.Linear(3, 4), nn.Sigmoid(), nn.Linear(4, 2)]
+    if last == "activation":
+        layers.append(nn.Tanh())
+    torch.manual_seed(0)
+    net = nn.Sequential(*layers).double()
+    X = torch.randn(7, 5, 3, generator=g, dtype=torch.float64)
+    y = torch.randn(7, 5, 2, generator=g, dtype=torch.float64)
+    H = HessianOperator.from_model(net, nn.functional.mse_loss, [(X, y)], mode="eval")
+    assert H._closed_quadratic_forms is not None
+    V = torch.randn(H.size, 3, generator=g, dtype=torch.float64)
+    torch.testing.assert_close(H.quadratic_forms(V), (V * H.matmat(V)).sum(dim=0), rtol=1e-10, atol=1e-12)
