@@ -49,7 +49,7 @@ class HessianOperator(LinearOperator):
             reverse, H v = vjp of the gradient, using the symmetry of H) or "forward" (forward over
             reverse, jvp of the gradient). Both are exact; on torch 2.13 (CPU) forward mode copies
             large constant matrices of the loss (e.g. a sensing operator) at every call, which made it
-            2-3x slower in benchmarks/bench_curvature.py).
+            2-3x slower in benchmarks/bench_curvature.py.
 
     Raises:
         InputTypeError: if ``loss`` is not callable or a parameter is not a floating tensor.
