@@ -16,6 +16,8 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from flatminima.solvers.convex.certificate import Candidate, better
@@ -86,19 +88,24 @@ def spectral_polish(
     if min(outcome.residuals) > target:
         return None
     multiplier = corrected_multiplier(outcome.system, None, accuracy=0.05 * tolerance / r**0.5)
-    candidate = certify_structured(
-        bmap,
-        b,
-        outcome.U,
-        outcome.s,
-        outcome.V,
-        multiplier,
-        tolerance=tolerance,
-        exact=exact,
-        generator=generator,
-        source="spectral-gauss-newton",
-    )
+    certify = _certifier(bmap, b, tolerance=tolerance, exact=exact, generator=generator)
+    candidate = certify(outcome.U, outcome.s, outcome.V, multiplier, source="spectral-gauss-newton")
     return candidate, len(outcome.residuals) - 1
+
+
+def _certifier(
+    bmap: ScaledMap, b: torch.Tensor, *, tolerance: float, exact: bool, generator: torch.Generator
+) -> Callable[..., Candidate]:
+    """(U, s, V, lambda, source=...) -> the structured KKT certificate of that candidate."""
+
+    def certify(
+        U: torch.Tensor, s: torch.Tensor, V: torch.Tensor, lam: torch.Tensor, *, source: str
+    ) -> Candidate:
+        return certify_structured(
+            bmap, b, U, s, V, lam, tolerance=tolerance, exact=exact, generator=generator, source=source
+        )
+
+    return certify
 
 
 def polish_and_certify(
@@ -121,6 +128,7 @@ def polish_and_certify(
     """
     d1, d2 = bmap.shape
     r = int(s.numel())
+    certify = _certifier(bmap, b, tolerance=tolerance, exact=exact, generator=generator)
     best: Candidate | None = None
     if (d1 + d2 - r) * r <= bmap.num_measurements:
         # accuracy the certificate needs, with margin: the gap is at most ||lambda|| ||B(Z) - b|| plus
@@ -130,47 +138,14 @@ def polish_and_certify(
         outcome = gauss_newton(bmap, b, U, s, V, symmetric=False, target=target)
         for start, source in ((lam, "factor-search-polish"), (None, "factor-search-least-squares")):
             corrected = corrected_multiplier(outcome.system, start, accuracy=0.05 * tolerance / r**0.5)
-            candidate = certify_structured(
-                bmap,
-                b,
-                outcome.U,
-                outcome.s,
-                outcome.V,
-                corrected,
-                tolerance=tolerance,
-                exact=exact,
-                generator=generator,
-                source=source,
-            )
+            candidate = certify(outcome.U, outcome.s, outcome.V, corrected, source=source)
             best = better(best, candidate)
             if candidate.certificate.satisfied:
                 return candidate
     newton = kkt_newton(bmap, b, U, s, V, lam)
     if newton is not None:
-        candidate = certify_structured(
-            bmap,
-            b,
-            newton.U,
-            newton.s,
-            newton.V,
-            newton.multiplier,
-            tolerance=tolerance,
-            exact=exact,
-            generator=generator,
-            source="factor-search-newton",
-        )
+        candidate = certify(newton.U, newton.s, newton.V, newton.multiplier, source="factor-search-newton")
         best = better(best, candidate)
     if best is None:  # neither polish applies: certify the point as it is
-        best = certify_structured(
-            bmap,
-            b,
-            U,
-            s,
-            V,
-            lam,
-            tolerance=tolerance,
-            exact=exact,
-            generator=generator,
-            source="augmented-lagrangian",
-        )
+        best = certify(U, s, V, lam, source="augmented-lagrangian")
     return best
