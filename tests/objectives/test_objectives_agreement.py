@@ -147,13 +147,19 @@ def test_bilinear_quadratic_forms_reject_bad_directions() -> None:
     generator = torch.Generator().manual_seed(11)
     objective = CASES["bilinear-dense"].build(generator)
     L, R = objective.random_params(generator=generator)
-    with pytest.raises(InputDataError, match=r"directions\[L\] must have shape \(b, "):
+    d1, k = L.shape
+    d2 = R.shape[0]
+    unbatched = rf"directions\[0\] \(L\) must have shape \({d1}, {d1}, {k}\); got \({d1}, {k}\)"
+    with pytest.raises(InputDataError, match=unbatched):  # the batch size is read off the first entry
         objective.hessian_quadratic_forms((L, R), (L, R[None]))
-    with pytest.raises(InputDataError, match="one batch size"):
+    mixed = rf"directions\[1\] \(R\) must have shape \(1, {d2}, {k}\); got \(2, {d2}, {k}\)"
+    with pytest.raises(InputDataError, match=mixed):  # one batch size for all entries
         objective.hessian_quadratic_forms((L, R), (L[None], torch.stack([R, R])))
-    with pytest.raises(InputDataError, match="dtype"):
+    with pytest.raises(InputDataError, match=r"directions\[0\] \(L\) must have the dtype"):
         objective.hessian_quadratic_forms((L, R), (L[None].float(), R[None]))
-    with pytest.raises(InputTypeError, match=r"directions\[R\] must be a tensor"):
+    with pytest.raises(InputTypeError, match=r"directions\[1\] \(R\) must be a torch.Tensor"):
         objective.hessian_quadratic_forms((L, R), (L[None], "R"))
-    with pytest.raises(InputDataError, match="must be a pair"):
+    with pytest.raises(InputTypeError, match=r"directions must be a tuple of 2 tensors \(L, R\)"):
         objective.hessian_quadratic_forms((L, R), L[None])
+    with pytest.raises(InputDataError, match=r"directions\[0\] \(L\) must have finite entries"):
+        objective.hessian_quadratic_forms((L, R), (torch.full_like(L, torch.nan)[None], R[None]))

@@ -187,6 +187,23 @@ class Objective(abc.ABC):
             label=label,
         )
 
+    def check_directions(self, directions: Any) -> Params:
+        """Validate a batch of directions, each entry shaped (b, *shape of that parameter), one b for all.
+
+        The batch size is read off the first entry; everything else is :func:`check_params` with the
+        batched shapes, e.g. ``directions[1] (R) must have shape (4, 6, 3); got (2, 6, 3).``
+        """
+        first = directions[0] if isinstance(directions, tuple | list) and directions else None
+        batch = int(first.shape[0]) if isinstance(first, torch.Tensor) and first.ndim > 0 else 1
+        return check_params(
+            directions,
+            names=self._names,
+            shapes=[(batch, *shape) for shape in self._shapes],
+            dtype=self._dtype,
+            device=self._device,
+            label="directions",
+        )
+
     def random_params(self, *, generator: torch.Generator, scale: float = 1.0) -> Params:
         """Return parameters with i.i.d. N(0, scale^2) entries, drawn on CPU in float64 then moved.
 

@@ -7,7 +7,6 @@ import typing
 import torch
 
 from flatminima._checks import check_int_in_range
-from flatminima.errors import InputDataError, InputTypeError
 from flatminima.objectives.base import (
     Objective,
     Params,
@@ -139,11 +138,12 @@ class BilinearFactorization(Objective):
             directions: (dL, dR) with a leading batch dimension b, shapes (b, d1, k) and (b, d2, k).
 
         Raises:
-            InputTypeError: if a direction is not a tensor.
-            InputDataError: if the directions' shapes, dtype or device do not match ``params``.
+            InputTypeError: if a direction is not a floating tensor.
+            InputDataError: if the directions' shapes, dtype or device do not match ``params``, or an entry
+                is not finite (see :meth:`~flatminima.objectives.base.Objective.check_directions`).
         """
         L, R = self.check_params(params)
-        dL, dR = self._check_directions(directions, (L, R))
+        dL, dR = self.check_directions(directions)
         op = self.operator
         res = self._residual(L, R)
         (G,) = adjoint_actions(op, res)
@@ -157,32 +157,6 @@ class BilinearFactorization(Objective):
             )
             cross = torch.stack([(a * G.matmul(c)).sum() for a, c in pairs])
         return (2.0 / self.num_measurements) * (y.square().sum(dim=-1) + 2.0 * cross)
-
-    def _check_directions(self, directions: Params, params: Params) -> Params:
-        if not isinstance(directions, tuple | list) or len(directions) != len(params):
-            raise InputDataError(
-                f"directions must be a pair (dL, dR) of batched tensors; got {type(directions).__name__}."
-            )
-        batch = None
-        for name, direction, point in zip(self.names, directions, params, strict=True):
-            if not isinstance(direction, torch.Tensor):
-                raise InputTypeError(f"directions[{name}] must be a tensor; got {type(direction).__name__}.")
-            if direction.ndim != point.ndim + 1 or direction.shape[1:] != point.shape:
-                raise InputDataError(
-                    f"directions[{name}] must have shape (b, {', '.join(map(str, point.shape))}); got "
-                    f"{tuple(direction.shape)}."
-                )
-            if direction.dtype != point.dtype or direction.device != point.device:
-                raise InputDataError(
-                    f"directions[{name}] must have dtype {point.dtype} on {point.device}; got "
-                    f"{direction.dtype} on {direction.device}."
-                )
-            if batch is not None and direction.shape[0] != batch:
-                raise InputDataError(
-                    f"directions must share one batch size; got {batch} and {direction.shape[0]}."
-                )
-            batch = direction.shape[0]
-        return tuple(directions)
 
     def _block_traces(self, params: Params) -> Params:
         L, R = params
