@@ -463,20 +463,20 @@ class HessianOperator(LinearOperator):
     def _quadratic_forms(self, V: torch.Tensor) -> torch.Tensor:
         if self._closed_quadratic_forms is None:
             return super()._quadratic_forms(V)
-        batch = int(V.shape[1])
-        tangents = self._unflatten(V.mT)
-        full = {}
-        for name in self._variables:  # the parameters outside the selection do not move
-            point = self._point[name]
-            full[name] = tangents[name] if name in tangents else point.new_zeros(batch, *point.shape)
+        full = self._all_variables(self._unflatten(V.mT), lead=(int(V.shape[1]),))
         return self._closed_quadratic_forms(full).detach()
 
-    def _closed_single(self, tangent: Params) -> Params:
-        full = {
-            name: tangent[name] if name in tangent else torch.zeros_like(self._point[name])
+    def _all_variables(self, tangents: Params, lead: tuple[int, ...] = ()) -> Params:
+        """The tangents of every variable of the closed forms: zero outside the selection (held fixed)."""
+        return {
+            name: tangents[name]
+            if name in tangents
+            else self._point[name].new_zeros(*lead, *self._point[name].shape)
             for name in self._variables
         }
-        out = self._closed_hvp(full)  # type: ignore[misc]
+
+    def _closed_single(self, tangent: Params) -> Params:
+        out = self._closed_hvp(self._all_variables(tangent))  # type: ignore[misc]
         return {name: out[name] for name in self.names}
 
     def _apply_batched(self, single: Callable[[Params], Params], tangents: Params, batch: int) -> Params:
