@@ -200,15 +200,21 @@ class ModelSource:
         """The loss on batch ``index``."""
         return self.loss_fn(self.forward(params, index), self.batches[index][1])
 
-    def record_masks(self, params: dict[str, torch.Tensor]) -> None:
-        """Evaluate every batch once so that fixed dropout masks are drawn in a fixed order."""
+    def record_masks(self, params: dict[str, torch.Tensor]) -> list[torch.Size | None]:
+        """Evaluate every batch once so that fixed dropout masks are drawn in a fixed order.
+
+        Returns the shape of the output on each batch (None where the output is not a tensor).
+        """
         self.context.recording = True
+        shapes: list[torch.Size | None] = []
         try:
             with torch.no_grad():
                 for index in range(len(self.batches)):
-                    self.forward(params, index)
+                    output = self.forward(params, index)
+                    shapes.append(output.shape if isinstance(output, torch.Tensor) else None)
         finally:
             self.context.recording = False
+        return shapes
 
     def example_loss(
         self, params: dict[str, torch.Tensor], inputs: Any, target: torch.Tensor

@@ -65,7 +65,7 @@ def model_parts(
         )
     point = check_params(named)
     source = ModelSource(model, loss_fn, batches, mode=resolved, generator=generator)
-    source.record_masks(point)
+    output_shapes = source.record_masks(point)
     terms = tuple((weight, _batch_loss(source, index)) for index, weight in enumerate(source.weights))
     return {
         "terms": terms,
@@ -74,7 +74,7 @@ def model_parts(
         "names": variables,
         "closed_hvp": None,
         "closed_grad": None,
-        "closed_quadratic_forms": _taylor_quadratic_forms(source, point),
+        "closed_quadratic_forms": _taylor_quadratic_forms(source, point, output_shapes),
         "source": source,
         "vectorize": vectorize,
     }
@@ -164,20 +164,23 @@ def _objective_names(objective: Any, names: Iterable[str] | None, count: int) ->
     return keys
 
 
-def _taylor_quadratic_forms(source: ModelSource, point: Params) -> Callable[[Params], torch.Tensor] | None:
-    """Directions -> v^T H v of the dataset loss by Taylor mode, where :mod:`.taylor` supports the model."""
-    model, loss_fn = source.model, source.loss_fn
-    kind = taylor.loss_kind(loss_fn)
-    if kind is None or not taylor.supports(model, loss_fn, source.mode):
+def _taylor_quadratic_forms(
+    source: ModelSource, point: Params, output_shapes: list[torch.Size | None]
+) -> Callable[[Params], torch.Tensor] | None:
+    """Directions -> v^T H v of the dataset loss by Taylor mode, where :mod:`.taylor` supports the model.
+
+    ``output_shapes`` are the model's output shapes on the batches (from the dropout-mask pass).
+    """
+    model, kind = source.model, taylor.loss_kind(source.loss_fn)
+    if kind is None or not taylor.supports(model, source.loss_fn, source.mode):
         return None
-    with torch.no_grad():
-        for index, (inputs, targets) in enumerate(source.batches):
-            if not taylor.batches_supported(kind, source.forward(point, index), inputs, targets):
-                return None
+    for shape, (inputs, targets) in zip(output_shapes, source.batches, strict=True):
+        if not taylor.batches_supported(kind, shape, inputs, targets):
+            return None
 
     def quadratic_forms(directions: Params) -> torch.Tensor:
         parts = [
-            weight * taylor.quadratic_forms(model, loss_fn, point, directions, inputs, targets)
+            weight * taylor.quadratic_forms(model, kind, point, directions, inputs, targets)
             for weight, (inputs, targets) in zip(source.weights, source.batches, strict=True)
         ]
         return torch.stack(parts).sum(dim=0)

@@ -71,7 +71,7 @@ def supports(model: nn.Module, loss_fn: Callable[..., Any], mode: str) -> bool:
 
 def quadratic_forms(
     model: nn.Module,
-    loss_fn: Callable[..., Any],
+    kind: str,
     params: Mapping[str, torch.Tensor],
     directions: Mapping[str, torch.Tensor],
     inputs: torch.Tensor,
@@ -79,8 +79,8 @@ def quadratic_forms(
 ) -> torch.Tensor:
     """(v_j^T H v_j)_j of the batch loss for directions with a leading batch dimension b, shape (b,).
 
-    ``params`` holds every parameter by its ``named_parameters`` name; ``directions`` those that move
-    (the others are held fixed).
+    ``kind`` is the loss's :func:`loss_kind`; ``params`` holds every parameter by its
+    ``named_parameters`` name; ``directions`` those that move (the others are held fixed).
     """
     batch = next(iter(directions.values())).shape[0]
     layers = [(name, layer) for name, layer in model.named_children() if type(layer) not in _NO_OPS]
@@ -101,7 +101,7 @@ def quadratic_forms(
         if last is not None:
             x = _linear(x, params, directions, f"{last[0]}.", batch)
         z0, z1, z2 = x
-        curvature, g = _loss_terms(loss_fn, z0, None if z1 is None else z1.movedim(-1, 0), targets, batch)
+        curvature, g = _loss_terms(kind, z0, None if z1 is None else z1.movedim(-1, 0), targets, batch)
         return curvature if z2 is None else curvature + _weighted_sum(z2, g)
     # the last linear layer: z2 enters the loss only through g . z2, which folds into the layer,
     # g . (x2 W^T + 2 x1 V^T) = <x2, g W> + 2 <V, g^T x1>: no product of the batch with W or V for z2;
@@ -116,7 +116,7 @@ def quadratic_forms(
     W, V = params[f"{name}.weight"], directions.get(f"{name}.weight")
     z0 = nn.functional.linear(x0, W, params.get(f"{name}.bias"))
     z1 = _class_first_output(x0, x1, W, V, directions.get(f"{name}.bias"), batch)
-    curvature, g = _loss_terms(loss_fn, z0, z1, targets, batch)
+    curvature, g = _loss_terms(kind, z0, z1, targets, batch)
     c = g @ W
     if activation is not None:
         if second is not None and pre1 is not None:
@@ -137,7 +137,7 @@ def _weighted_sum(T: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
 
 
 def _loss_terms(
-    loss_fn: Callable[..., Any], z0: torch.Tensor, z1: torch.Tensor | None, targets: torch.Tensor, batch: int
+    kind: str, z0: torch.Tensor, z1: torch.Tensor | None, targets: torch.Tensor, batch: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The loss's second-order coefficient without its z2 term, (b,), and g with l2 = that + g . z2.
 
@@ -145,7 +145,7 @@ def _loss_terms(
     """
     if z1 is None:
         curvature = z0.new_zeros(batch)
-    if loss_kind(loss_fn) == "mse":
+    if kind == "mse":
         scale = 2.0 / z0.numel()
         if z1 is not None:
             curvature = scale * z1.square().movedim(1, 0).reshape(batch, -1).sum(dim=1)
@@ -188,18 +188,18 @@ def _class_first_output(
     return parts[0] if len(parts) == 1 else sum(parts[1:], parts[0])
 
 
-def batches_supported(kind: str, outputs: torch.Tensor, inputs: Any, targets: torch.Tensor) -> bool:
-    """Whether one batch fits :func:`quadratic_forms`.
+def batches_supported(kind: str, output_shape: torch.Size | None, inputs: Any, targets: torch.Tensor) -> bool:
+    """Whether one batch fits :func:`quadratic_forms`, given the shape of the model's output on it.
 
     It needs one input tensor, class-index targets for cross-entropy on (N, C) outputs, and targets
-    shaped like the outputs for the mean squared error.
+    shaped like the outputs for the mean squared error (``output_shape`` None: not a tensor output).
     """
-    if not isinstance(inputs, torch.Tensor):
+    if not isinstance(inputs, torch.Tensor) or output_shape is None:
         return False
     if kind == "cross_entropy":
         integer = not torch.is_floating_point(targets) and not torch.is_complex(targets)
-        return integer and targets.ndim == 1 and outputs.ndim == 2 and bool((targets >= 0).all())
-    return outputs.shape == targets.shape
+        return integer and targets.ndim == 1 and len(output_shape) == 2 and bool((targets >= 0).all())
+    return output_shape == targets.shape
 
 
 def _linear(
