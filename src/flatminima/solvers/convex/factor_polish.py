@@ -87,10 +87,18 @@ def spectral_polish(
     outcome = gauss_newton(bmap, b, U * weights.sign(), weights.abs(), V, symmetric=False, target=target)
     if min(outcome.residuals) > target:
         return None
-    multiplier = corrected_multiplier(outcome.system, None, accuracy=0.05 * tolerance / r**0.5)
+    multiplier = corrected_multiplier(outcome.system, None, accuracy=_multiplier_accuracy(tolerance, r))
     certify = _certifier(bmap, b, tolerance=tolerance, exact=exact, generator=generator)
     candidate = certify(outcome.U, outcome.s, outcome.V, multiplier, source="spectral-gauss-newton")
     return candidate, len(outcome.residuals) - 1
+
+
+def _multiplier_accuracy(tolerance: float, rank: int) -> float:
+    """Relative accuracy of the corrected multiplier: a tangent residual 20x below the tolerance.
+
+    :func:`~.polish.corrected_multiplier` measures it against ||U V^T||_F = sqrt(rank).
+    """
+    return 0.05 * tolerance / rank**0.5
 
 
 def _certifier(
@@ -136,8 +144,9 @@ def polish_and_certify(
         multiplier_norm = max(float(torch.linalg.vector_norm(lam)), 1e-300)
         target = 1e-2 * tolerance * min(float(torch.linalg.vector_norm(b)), float(s.sum()) / multiplier_norm)
         outcome = gauss_newton(bmap, b, U, s, V, symmetric=False, target=target)
+        accuracy = _multiplier_accuracy(tolerance, r)
         for start, source in ((lam, "factor-search-polish"), (None, "factor-search-least-squares")):
-            corrected = corrected_multiplier(outcome.system, start, accuracy=0.05 * tolerance / r**0.5)
+            corrected = corrected_multiplier(outcome.system, start, accuracy=accuracy)
             candidate = certify(outcome.U, outcome.s, outcome.V, corrected, source=source)
             best = better(best, candidate)
             if candidate.certificate.satisfied:
