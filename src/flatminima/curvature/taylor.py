@@ -36,8 +36,8 @@ import torch
 from torch import nn
 
 _ELEMENTWISE = (nn.Tanh, nn.Sigmoid, nn.ReLU)
-_PASS_THROUGH = (nn.Identity, nn.Flatten)
 _NO_OPS = (nn.Identity, nn.Dropout)  # dropout: eval mode only (see supports)
+_SUPPORTED = (nn.Linear, nn.Flatten, *_ELEMENTWISE, *_NO_OPS)
 Coefficients = tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]
 
 
@@ -60,13 +60,10 @@ def supports(model: nn.Module, loss_fn: Callable[..., Any], mode: str) -> bool:
     """True when :func:`quadratic_forms` applies to ``model`` and ``loss_fn`` in ``mode``."""
     if type(model) is not nn.Sequential or loss_kind(loss_fn) is None:
         return False
-    for layer in model.children():
-        if isinstance(layer, nn.Dropout) and mode == "eval":
-            continue
-        if type(layer) is nn.Linear or type(layer) in _ELEMENTWISE or type(layer) in _PASS_THROUGH:
-            continue
-        return False
-    return True
+    return all(
+        type(layer) in _SUPPORTED and (type(layer) is not nn.Dropout or mode == "eval")
+        for layer in model.children()
+    )
 
 
 def quadratic_forms(
