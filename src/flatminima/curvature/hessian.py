@@ -19,8 +19,6 @@ factor. Vectors are flat: the selected parameters, each flattened, concatenated 
 
 from __future__ import annotations
 
-import fnmatch
-import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -28,6 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from flatminima.curvature._layout import ParameterLayout
 from flatminima.curvature._model import ModelSource
 from flatminima.curvature._sources import Params, check_params, model_parts, objective_parts
 from flatminima.curvature.linear_operator import LinearOperator
@@ -217,17 +216,13 @@ class HessianOperator(LinearOperator):
         self._terms = terms
         self._hessian_terms = hessian_terms if hessian_terms is not None else terms
         self._block_weights = block_weights
-        self._point = point
-        self._variables = variables
-        self.names = names
+        self._layout = ParameterLayout(point, variables, names)
         self._closed_hvp = closed_hvp
         self._closed_grad = closed_grad
         self._closed_quadratic_forms = closed_quadratic_forms
         self.source = source
         self.vectorize = bool(vectorize)
         self.ad_mode = ad_mode
-        self.shapes = {name: tuple(point[name].shape) for name in names}
-        self._numels = [math.prod(self.shapes[name]) for name in names]
         first = point[names[0]]
         self._dtype, self._device = first.dtype, first.device
 
@@ -236,8 +231,8 @@ class HessianOperator(LinearOperator):
             "terms": self._terms,
             "hessian_terms": self._hessian_terms,
             "block_weights": self._block_weights,
-            "point": self._point,
-            "variables": self._variables,
+            "point": self._layout.point,
+            "variables": self._layout.variables,
             "names": self.names,
             "closed_hvp": self._closed_hvp,
             "closed_grad": self._closed_grad,
@@ -249,7 +244,7 @@ class HessianOperator(LinearOperator):
 
     def _check_loss(self) -> None:
         for _, loss in self._terms:
-            value = loss(dict(self._point))
+            value = loss(dict(self._layout.point))
             if not isinstance(value, torch.Tensor) or value.ndim != 0:
                 shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
                 raise InputDataError(
@@ -261,9 +256,19 @@ class HessianOperator(LinearOperator):
 
     # ---- structure -------------------------------------------------------------------------------
     @property
+    def names(self) -> tuple[str, ...]:
+        """The selected parameter names, in order."""
+        return self._layout.names
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """The selected parameters' shapes, by name."""
+        return self._layout.shapes
+
+    @property
     def size(self) -> int:
         """n, the number of selected scalar parameters."""
-        return sum(self._numels)
+        return self._layout.size
 
     @property
     def dtype(self) -> torch.dtype:
@@ -278,36 +283,25 @@ class HessianOperator(LinearOperator):
     @property
     def parameter_names(self) -> tuple[str, ...]:
         """Every selectable parameter name, in order (the selection is :attr:`names`)."""
-        return self._variables
+        return self._layout.variables
 
     @property
     def point(self) -> torch.Tensor:
         """The selected parameters at the point, flattened, shape (n,)."""
-        return self.flatten(self._point)
+        return self.flatten(self._layout.point)
 
     def parameters(self) -> Params:
         """All parameters at the point (selected or not), by name; the tensors are detached."""
-        return dict(self._point)
+        return dict(self._layout.point)
 
     def flatten(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Concatenate the selected entries of ``params`` into a flat (n,) vector."""
-        return torch.cat([params[name].reshape(-1) for name in self.names])
+        return self._layout.flatten(params)
 
     def unflatten(self, vector: torch.Tensor) -> Params:
         """Split a flat (n,) vector into the selected parameters' shapes."""
         self._check_vectors("vector", vector, ndim=1)
-        return self._unflatten(vector)
-
-    def _unflatten(self, vector: torch.Tensor) -> Params:
-        pieces = vector.split(self._numels, dim=-1)
-        lead = tuple(vector.shape[:-1])
-        return {
-            name: piece.reshape(*lead, *self.shapes[name])
-            for name, piece in zip(self.names, pieces, strict=True)
-        }
-
-    def _flatten_batched(self, params: Mapping[str, torch.Tensor], batch: int) -> torch.Tensor:
-        return torch.cat([params[name].reshape(batch, -1) for name in self.names], dim=1)
+        return self._layout.unflatten(vector)
 
     # ---- parameter groups ------------------------------------------------------------------------
     def select(self, *selectors: str | int) -> HessianOperator:
@@ -321,35 +315,7 @@ class HessianOperator(LinearOperator):
             InputDataError: if no selector is given, a selector matches nothing, or an index is out
                 of range; the message lists the parameter names.
         """
-        if not selectors:
-            raise InputDataError("select needs at least one parameter name, pattern or index.")
-        chosen: set[str] = set()
-        for selector in selectors:
-            chosen.update(self._match(selector))
-        names = tuple(name for name in self._variables if name in chosen)
-        return self._create(**{**self._parts(), "names": names})
-
-    def _match(self, selector: str | int) -> list[str]:
-        listing = ", ".join(self._variables)
-        if isinstance(selector, int) and not isinstance(selector, bool):
-            if not -len(self._variables) <= selector < len(self._variables):
-                raise InputDataError(
-                    f"parameter index {selector} is out of range for {len(self._variables)} "
-                    f"parameters ({listing})."
-                )
-            return [self._variables[selector]]
-        if not isinstance(selector, str):
-            raise InputTypeError(f"selectors must be names, glob patterns or integers; got {selector!r}.")
-        matched = [name for name in self._variables if fnmatch.fnmatchcase(name, selector)]
-        if not matched:
-            frozen = [n for n in self._point if n not in self._variables and fnmatch.fnmatchcase(n, selector)]
-            if frozen:
-                raise InputDataError(
-                    f"parameter {', '.join(map(repr, frozen))} does not require grad, so it is held "
-                    "fixed and has no Hessian block; call requires_grad_(True) on it to measure it."
-                )
-            raise InputDataError(f"no parameter matches {selector!r}; parameters are: {listing}.")
-        return matched
+        return self._create(**{**self._parts(), "names": self._layout.selection(selectors)})
 
     def groups(self, level: GroupLevel = "parameter") -> dict[str, tuple[str, ...]]:
         """Parameter groups of the current selection.
@@ -358,14 +324,7 @@ class HessianOperator(LinearOperator):
             level: "parameter" (one group per tensor) or "module" (parameters sharing the prefix
                 before their last ".", e.g. one group per layer).
         """
-        if level == "parameter":
-            return {name: (name,) for name in self.names}
-        if level == "module":
-            grouped: dict[str, list[str]] = {}
-            for name in self.names:
-                grouped.setdefault(name.rpartition(".")[0] or name, []).append(name)
-            return {key: tuple(value) for key, value in grouped.items()}
-        raise InputDataError(f"level must be 'parameter' or 'module'; got level={level!r}.")
+        return self._layout.groups(level)
 
     def block_scale(self, block_weights: Mapping[str, float] | None = None) -> torch.Tensor:
         """The diagonal scale s with s_i^2 = weight of the block holding coordinate i, shape (n,).
@@ -377,25 +336,9 @@ class HessianOperator(LinearOperator):
         Raises:
             InputDataError: if a weight is negative or names an unselected parameter.
         """
-        weights = {**(self._block_weights or {}), **(block_weights or {})}
-        unknown = sorted(set(block_weights or {}) - set(self.names))
-        if unknown:
-            raise InputDataError(
-                f"block_weights names unselected parameters {unknown}; selected: {self.names}."
-            )
-        pieces = []
-        for name, numel in zip(self.names, self._numels, strict=True):
-            shape = self.shapes[name]
-            weight = float(weights.get(name, 1.0 / shape[0] if shape else 1.0))
-            if not weight >= 0.0:
-                raise InputDataError(f"block_weights[{name!r}] must be >= 0; got {weight}.")
-            pieces.append(torch.full((numel,), math.sqrt(weight), dtype=self.dtype, device=self.device))
-        return torch.cat(pieces)
+        return self._layout.block_scale(self._block_weights or {}, block_weights or {})
 
     # ---- the loss ----------------------------------------------------------------------------------
-    def _with(self, selected: Params) -> Params:
-        return {**self._point, **selected}
-
     def value(self) -> torch.Tensor:
         """The loss at the point (a 0-dim tensor)."""
         return self.value_at(self.point)
@@ -403,7 +346,7 @@ class HessianOperator(LinearOperator):
     def value_at(self, x: torch.Tensor) -> torch.Tensor:
         """The loss with the selected parameters set to the flat vector ``x`` (others at the point)."""
         self._check_vectors("x", x, ndim=1)
-        params = self._with(self._unflatten(x))
+        params = self._layout.with_selected(self._layout.unflatten(x))
         with torch.no_grad():
             return sum(
                 (weight * loss(params) for weight, loss in self._terms),
@@ -413,14 +356,15 @@ class HessianOperator(LinearOperator):
     def value_and_grad_at(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The loss and its gradient with respect to the selected parameters, at the flat vector ``x``."""
         self._check_vectors("x", x, ndim=1)
-        selected = self._unflatten(x)
+        selected = self._layout.unflatten(x)
         if self._closed_grad is not None:
-            full = self._with(selected)
+            full = self._layout.with_selected(selected)
             return self.value_at(x), self.flatten(self._closed_grad(full))
         value = torch.zeros((), dtype=self.dtype, device=self.device)
         grad = torch.zeros_like(x)
+        place = self._layout.with_selected
         for weight, loss in self._terms:
-            g, v = torch.func.grad_and_value(lambda s, loss=loss: loss(self._with(s)))(selected)
+            g, v = torch.func.grad_and_value(lambda s, loss=loss: loss(place(s)))(selected)
             value = value + weight * v.detach()
             grad = grad + weight * self.flatten(g).detach()
         return value, grad
@@ -437,7 +381,7 @@ class HessianOperator(LinearOperator):
 
     def _matmat_quietly(self, V: torch.Tensor) -> torch.Tensor:
         batch = int(V.shape[1])
-        tangents = self._unflatten(V.mT)
+        tangents = self._layout.unflatten(V.mT)
         if self._closed_hvp is not None:
             out = self._apply_batched(self._closed_single, tangents, batch)
         else:
@@ -445,11 +389,11 @@ class HessianOperator(LinearOperator):
             for weight, loss in self._hessian_terms:
                 part = self._apply_batched(self._autograd_single(loss), tangents, batch)
                 out = {name: out[name] + weight * part[name] for name in self.names}
-        return self._flatten_batched(out, batch).mT.detach()
+        return self._layout.flatten_batched(out, batch).mT.detach()
 
     def _autograd_single(self, loss: LossClosure) -> Callable[[Params], Params]:
-        primal = {name: self._point[name] for name in self.names}
-        gradient = torch.func.grad(lambda s: loss(self._with(s)))
+        primal = {name: self._layout.point[name] for name in self.names}
+        gradient = torch.func.grad(lambda s: loss(self._layout.with_selected(s)))
         if self.ad_mode == "reverse":
             # H v = (d grad)^T v by symmetry: one gradient graph per call, then a (vmapped) backward.
             vjp = torch.func.vjp(gradient, primal)[1]
@@ -463,20 +407,11 @@ class HessianOperator(LinearOperator):
     def _quadratic_forms(self, V: torch.Tensor) -> torch.Tensor:
         if self._closed_quadratic_forms is None:
             return super()._quadratic_forms(V)
-        full = self._all_variables(self._unflatten(V.mT), lead=(int(V.shape[1]),))
+        full = self._layout.all_variables(self._layout.unflatten(V.mT), lead=(int(V.shape[1]),))
         return self._closed_quadratic_forms(full).detach()
 
-    def _all_variables(self, tangents: Params, lead: tuple[int, ...] = ()) -> Params:
-        """The tangents of every variable of the closed forms: zero outside the selection (held fixed)."""
-        return {
-            name: tangents[name]
-            if name in tangents
-            else self._point[name].new_zeros(*lead, *self._point[name].shape)
-            for name in self._variables
-        }
-
     def _closed_single(self, tangent: Params) -> Params:
-        out = self._closed_hvp(self._all_variables(tangent))  # type: ignore[misc]
+        out = self._closed_hvp(self._layout.all_variables(tangent))  # type: ignore[misc]
         return {name: out[name] for name in self.names}
 
     def _apply_batched(self, single: Callable[[Params], Params], tangents: Params, batch: int) -> Params:
