@@ -105,7 +105,7 @@ def sweep(
 ) -> None:
     """Run a sweep (grid x draws x solvers) into a SQLite store; finished trials are skipped."""
     from flatminima.experiments import Store, load_spec, run_sweep
-    from flatminima.experiments.reproductions import summarize_by_solver
+    from flatminima.experiments.reproduction import summarize_by_solver
 
     parsed = load_spec(spec)
     with Store(store) as database:

@@ -10,10 +10,9 @@
   d in {10, 15, 20, 25}, m/d in {2, 4, ..., 12}; quick: d in {6, 8, 10}.
 * ``fig4-regularity``: log10 norm gap and balancedness of the flat factors (k = d) for sensing, bilinear
   and completion (5 draws per cell, every other m/d; quick: 3 draws on the quick grids).
-* ``depth-hadamard``: sparse recovery (d = 40, 3 nonzeros), x = v_1 ⊙ ... ⊙ v_k, k = 2, 3, 4, 8:
-  only k = 2 recovers. Full: m in {5, 10, ..., 35}, 10 draws; quick: m in {10, 20, 30}, 4 draws.
-* ``depth-deep``: deep factorization (d = 6), N = 2, 3, 4: the numerically flattest factorization against
-  the closed form at full observation, and against NNM for Gaussian sensing (rank 1).
+* ``depth-hadamard`` and ``depth-deep``: the question of depth, in
+  :mod:`flatminima.experiments.reproductions_depth`.
+* the network studies of :mod:`flatminima.experiments.studies` (trained on digits).
 
 Per cell one ground truth M (rank 2, ||M||_F = 1; rank 3 for the network) and 10 fresh measurement draws
 (Section 8 of Ding et al.); success iff the solve is certified and ||X - M||_F < 1e-6. The paper's exact
@@ -22,60 +21,28 @@ states them.
 
 References:
     L. Ding, D. Drusvyatskiy, M. Fazel, Z. Harchaoui. Flat minima generalize for low-rank matrix
-    recovery. Information and Inference 13(2), 2024 (Figures 3-4, Section 9).
-    K. Gatmiry et al. The inductive bias of flatness regularization for deep matrix factorization.
-    NeurIPS 2023.
+    recovery. Information and Inference 13(2), 2024 (Figures 3-4).
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from flatminima.errors import ConfigurationError
 from flatminima.experiments import figures
-from flatminima.experiments.spec import SweepSpec, parse_spec
+from flatminima.experiments.reproduction import (
+    Frames,
+    Reproduction,
+    Table,
+    reproduction_spec,
+    single_frame,
+    sweep_name,
+)
+from flatminima.experiments.reproductions_depth import DEPTH_REPRODUCTIONS
+from flatminima.experiments.spec import SweepSpec
 from flatminima.experiments.study import Study
-
-if TYPE_CHECKING:
-    import pandas
-
-Frames = Mapping[str, "pandas.DataFrame"]
-Table = tuple[list[str], list[list[str]]]
-
-
-@dataclasses.dataclass(frozen=True)
-class Reproduction:
-    """A named reproduction.
-
-    Attributes:
-        name: the command-line name.
-        summary: one line for ``reproduce --list``.
-        specs: quick (bool) -> the sweeps (their names start with ``name``).
-        draw: (frames by sweep name, specs, png path) -> the figure's path.
-        summarize: (frames, specs) -> (headers, rows) of the summary table.
-    """
-
-    name: str
-    summary: str
-    specs: Callable[[bool], list[SweepSpec]]
-    draw: Callable[[Frames, list[SweepSpec], Path], Path]
-    summarize: Callable[[Frames, list[SweepSpec]], Table]
-
-
-def _sweep_name(name: str, quick: bool, part: str = "") -> str:
-    return f"{name}{'/' + part if part else ''}{'/quick' if quick else ''}"
-
-
-def _spec(
-    name: str, problem: Mapping[str, Any], grid: Mapping[str, Any], solvers: Sequence[Any], **top: Any
-) -> SweepSpec:
-    return parse_spec(
-        {"name": name, "problem": dict(problem), "grid": dict(grid), "solvers": list(solvers), **top}
-    )
-
 
 # ---- Figure 3: success heat maps ------------------------------------------------------------------
 _DIMS = {True: [8, 12, 16], False: [10, 20, 30, 40, 50]}
@@ -132,8 +99,8 @@ def _fig3_specs(name: str) -> Callable[[bool], list[SweepSpec]]:
                 {"name": n, "options": {"max_iterations": _QUICK_COMPLETION_ITERATIONS}} for n in solvers
             ]
         return [
-            _spec(
-                _sweep_name(name, quick),
+            reproduction_spec(
+                sweep_name(name, quick),
                 problem,
                 _fig3_grid(name, quick),
                 solvers,
@@ -146,16 +113,10 @@ def _fig3_specs(name: str) -> Callable[[bool], list[SweepSpec]]:
     return build
 
 
-def _single(frames: Frames) -> pandas.DataFrame:
-    import pandas
-
-    return pandas.concat(list(frames.values()), ignore_index=True) if frames else pandas.DataFrame()
-
-
 def _draw_success(frames: Frames, specs: list[SweepSpec], path: Path) -> Path:
     spec = specs[0]
     x, y = spec.figure["x"], spec.figure["y"]
-    frame = _single(frames)
+    frame = single_frame(frames)
     failed = int((frame["status"] == "failed").sum()) if len(frame) else 0
     extra = (
         f"{failed} of {len(frame)} trials failed (no certificate or singular D1, D2) and count as not "
@@ -176,7 +137,7 @@ def summarize_success(frames: Frames, specs: list[SweepSpec]) -> Table:
     spec = specs[0]
     x = spec.figure.get("x", spec.grid[0][0] if spec.grid else "")
     y = spec.figure.get("y", spec.grid[1][0] if len(spec.grid) > 1 else "")
-    frame = _single(frames)
+    frame = single_frame(frames)
     xs = [v for k, vs in spec.grid if k == x for v in vs]
     headers = [
         "solver",
@@ -205,8 +166,8 @@ def _fig4_specs(quick: bool) -> list[SweepSpec]:
         if not quick:  # the regularity metrics are smooth: a coarser y-grid, fewer draws
             grid[y] = grid[y][::2] if part != "completion" else [0.2, 0.4, 0.6, 0.8, 1.0]
         out.append(
-            _spec(
-                _sweep_name("fig4-regularity", quick, part),
+            reproduction_spec(
+                sweep_name("fig4-regularity", quick, part),
                 problem,
                 grid,
                 ["flat_regularity"],
@@ -270,131 +231,6 @@ def _summarize_regularity(frames: Frames, specs: list[SweepSpec]) -> Table:
     return headers, rows
 
 
-# ---- depth: Hadamard and deep factorizations -----------------------------------------------------
-def _hadamard_specs(quick: bool) -> list[SweepSpec]:
-    solvers = [{"name": "flat_hadamard", "label": f"k={k}", "options": {"depth": k}} for k in (2, 3, 4, 8)]
-    grid = {"num_measurements": [10, 20, 30] if quick else [5, 10, 15, 20, 25, 30, 35]}
-    return [
-        _spec(
-            _sweep_name("depth-hadamard", quick),
-            {"name": "sparse_recovery", "dim": 40, "sparsity": 3},
-            grid,
-            solvers,
-            draws=4 if quick else 10,
-            truth="draw",
-            description="sparse recovery under the depth-k Hadamard parameterization",
-            figure={"kind": "hadamard", "x": "num_measurements"},
-        )
-    ]
-
-
-def _draw_hadamard(frames: Frames, specs: list[SweepSpec], path: Path) -> Path:
-    spec = specs[0]
-    extra = (
-        "Flat solutions minimize sum_j D_jj^2 |x_j|^(2 - 2/k) s.t. Ax = b (exponent 1 for k = 2, "
-        "weighted l1); nonzeros count |x_j| > 1e-6 max|x|."
-    )
-    return figures.line_panels(
-        _single(frames),
-        x="num_measurements",
-        panels=[
-            ("success", "mean", "success frequency"),
-            ("nonzeros", "median", "median nonzeros"),
-            ("error", "median", "median ||x - x*||"),
-        ],
-        log_scale=("error",),
-        title="Depth hurts flat solutions of Hadamard sparse recovery",
-        caption=figures.grid_caption(spec.to_dict(), extra),
-        path=path,
-    )
-
-
-def summarize_by_solver(frames: Frames, metrics: Sequence[str]) -> Table:
-    """Per sweep and solver: trials, failures, success rate and the median of each further metric."""
-    frame = _single(frames)
-    headers = ["sweep", "solver", "trials", "failed", *metrics]
-    rows = []
-    for (sweep, label), group in frame.groupby(["sweep", "label"], sort=False) if len(frame) else []:
-        ok = group[group["status"] == "ok"]
-        values = []
-        for metric in metrics:
-            if metric == "success":
-                values.append(f"{group['success'].mean():.2f}")
-            elif metric in ok and ok[metric].notna().any():
-                values.append(f"{ok[metric].median():.3g}")
-            else:
-                values.append("-")
-        part = str(sweep).removesuffix("/quick").split("/")
-        rows.append([part[-1], str(label), str(len(group)), str(len(group) - len(ok)), *values])
-    return headers, rows
-
-
-def _deep_specs(quick: bool) -> list[SweepSpec]:
-    def depths(values: Sequence[int]) -> list[dict[str, Any]]:
-        options = {"inner_iterations": 100}
-        return [{"name": "deep_flat", "label": f"N={n}", "options": {"depth": n, **options}} for n in values]
-
-    population = _spec(
-        _sweep_name("depth-deep", quick, "population"),
-        {"name": "matrix_completion", "dim": 6, "probability": 1.0},
-        {"rank": [1, 2] if quick else [1, 2, 3, 4]},
-        depths([2, 3, 4]),
-        draws=1 if quick else 3,
-        description="deep trace at full observation: numerical minimum vs closed form",
-        figure={"kind": "deep", "x": "rank"},
-    )
-    sensing = _spec(
-        _sweep_name("depth-deep", quick, "sensing"),
-        {"name": "matrix_sensing", "dim": 6, "rank": 1},
-        {"num_measurements": [12, 24] if quick else [6, 12, 18, 24, 30]},
-        [{"name": "nuclear_norm"}, *depths([2, 3] if quick else [2, 3, 4])],
-        draws=1 if quick else 5,
-        description="flattest deep factorization vs nuclear norm, Gaussian sensing",
-        figure={"kind": "success", "x": "num_measurements"},
-    )
-    return [population, sensing]
-
-
-def _draw_deep(frames: Frames, specs: list[SweepSpec], path: Path) -> Path:
-    import pandas
-
-    population, sensing = (frames.get(spec.name, pandas.DataFrame()) for spec in specs)
-    plt = figures._pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(11.5, 4.6))
-    ok = population[population["status"] == "ok"] if len(population) else population
-    for label, group in ok.groupby("label", sort=False) if len(ok) else []:
-        series = group.groupby("rank")[["trace_ratio", "balanced_trace", "closed_form_trace"]].mean()
-        line = axes[0].plot(
-            series.index, (series["trace_ratio"] - 1.0).abs() + 1e-16, marker="o", label=f"{label}: found"
-        )[0]
-        axes[0].plot(
-            series.index,
-            series["balanced_trace"] / series["closed_form_trace"] - 1.0 + 1e-16,
-            marker="x",
-            linestyle="--",
-            color=line.get_color(),
-            label=f"{label}: balanced SVD factors",
-        )
-    axes[0].set_yscale("log")
-    axes[0].set_xlabel("rank of E")
-    axes[0].set_ylabel("|trace / closed form - 1|")
-    axes[0].set_title("min over factorizations of E (full observation)", fontsize=9)
-    axes[0].legend(fontsize=7)
-    for label, group in sensing.groupby("label", sort=False) if len(sensing) else []:
-        series = group.groupby("num_measurements")["success"].mean()
-        axes[1].plot(series.index, series.to_numpy(dtype=float), marker="o", label=str(label))
-    axes[1].set_xlabel("m")
-    axes[1].set_ylabel("success frequency")
-    axes[1].set_title("flattest deep solution vs nuclear norm (sensing)", fontsize=9)
-    axes[1].legend(fontsize=7)
-    fig.suptitle("Deep matrix factorization: the flattest solution is nuclear-norm-like at every depth")
-    caption = " | ".join(figures.grid_caption(spec.to_dict()) for spec in specs) + (
-        " Closed form: (2/m) N (d0 dN)^(1/N) ||E||_*^(2(N-1)/N) (Gatmiry et al. 2023); found: augmented "
-        "Lagrangian + L-BFGS on the exact trace from a random start."
-    )
-    return figures._finish(fig, caption, path)
-
-
 REPRODUCTIONS: dict[str, Reproduction | Study] = {}
 for _name, _entry in _FIG3.items():
     REPRODUCTIONS[_name] = Reproduction(
@@ -411,20 +247,7 @@ REPRODUCTIONS["fig4-regularity"] = Reproduction(
     _draw_regularity,
     _summarize_regularity,
 )
-REPRODUCTIONS["depth-hadamard"] = Reproduction(
-    "depth-hadamard",
-    "sparse recovery with x = v_1 ⊙ ... ⊙ v_k, k = 2, 3, 4, 8: only k = 2 recovers",
-    _hadamard_specs,
-    _draw_hadamard,
-    lambda frames, specs: summarize_by_solver(frames, ["success", "nonzeros", "error"]),
-)
-REPRODUCTIONS["depth-deep"] = Reproduction(
-    "depth-deep",
-    "deep factorization, N = 2, 3, 4: flattest solution vs closed form and vs nuclear norm",
-    _deep_specs,
-    _draw_deep,
-    lambda frames, specs: summarize_by_solver(frames, ["success", "trace_excess", "error"]),
-)
+REPRODUCTIONS.update(DEPTH_REPRODUCTIONS)
 
 
 # Network studies: the second kind of reproduction (see flatminima.experiments.study).

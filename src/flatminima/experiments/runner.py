@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from flatminima.errors import ConfigurationError
 from flatminima.experiments import figures
 from flatminima.experiments.executors import make_executor
-from flatminima.experiments.reproductions import Reproduction, Table, get_reproduction
+from flatminima.experiments.reproduction import Reproduction, Table
+from flatminima.experiments.reproductions import get_reproduction
 from flatminima.experiments.store import Store
 from flatminima.experiments.study import Study
 from flatminima.experiments.sweep import SweepResult, run_sweep

@@ -1,7 +1,7 @@
 """Studies: reproductions that train networks instead of sweeping (problem, solver) trials.
 
 A :class:`Study` is the second kind of named reproduction (besides the sweep-based
-:class:`~flatminima.experiments.reproductions.Reproduction`): it holds a quick and a full configuration
+:class:`~flatminima.experiments.reproduction.Reproduction`): it holds a quick and a full configuration
 and a function ``run(config, out_dir, name, store=..., progress=...) -> StudyOutput`` that trains and
 measures, draws ``out_dir/NAME.png`` and returns the tidy frame written to ``out_dir/NAME.csv`` with the
 summary table. :func:`flatminima.experiments.runner.reproduce` dispatches on the kind, so
