@@ -42,18 +42,6 @@ class Reproduction:
     summarize: Callable[[Frames, list[SweepSpec]], Table]
 
 
-def _sweep_name(name: str, quick: bool, part: str = "") -> str:
-    return f"{name}{'/' + part if part else ''}{'/quick' if quick else ''}"
-
-
-def _spec(
-    name: str, problem: Mapping[str, Any], grid: Mapping[str, Any], solvers: Sequence[Any], **top: Any
-) -> SweepSpec:
-    return parse_spec(
-        {"name": name, "problem": dict(problem), "grid": dict(grid), "solvers": list(solvers), **top}
-    )
-
-
 def sweep_name(name: str, quick: bool, part: str = "") -> str:
     """The stored sweep name: ``name[/part][/quick]``."""
     return f"{name}{'/' + part if part else ''}{'/quick' if quick else ''}"
