@@ -137,6 +137,12 @@ def test_fantastic_config_errors() -> None:
         fantastic.FantasticConfig(depths=(0,))
     with pytest.raises(InputDataError, match=r"weight_decays\[i\] must satisfy 0.0 <= weight_decays\[i\]"):
         fantastic.FantasticConfig(weight_decays=(-1.0,))
+    with pytest.raises(InputDataError, match=r"seeds\[i\] must be >= 0; got seeds\[i\]=-1"):
+        fantastic.FantasticConfig(seeds=(-1,))
+    with pytest.raises(ConfigurationError, match=r"seeds must hold at least one value; got seeds=\(\)"):
+        noise_scale.NoiseScaleConfig(seeds=())
+    with pytest.raises(InputDataError, match=r"learning_rates\[i\] must satisfy 0.0 < learning_rates\[i\]"):
+        noise_scale.NoiseScaleConfig(learning_rates=(0.1, 0.0))
     with pytest.raises(ConfigurationError, match=r"batch_sizes must be <= the training set size 50; got 64"):
         config = dataclasses.replace(noise_scale.QUICK, batch_sizes=(64,), num_train=50)
         noise_scale.run(config, Path("."), "noise-scale", sweep="x", store=None, progress=False)
@@ -162,6 +168,19 @@ def test_landscape_config_errors() -> None:
         landscapes.LandscapeConfig(grid_points=2)
     with pytest.raises(InputDataError, match=r"delta must satisfy 0.0 < delta; got delta=0.0"):
         landscapes.LandscapeConfig(delta=0.0)
+    # the training settings are checked as in the Keskar study (shared BatchRegimes)
+    with pytest.raises(InputDataError, match=r"learning_rate must satisfy 0.0 < learning_rate; got"):
+        landscapes.LandscapeConfig(learning_rate=0.0)
+    with pytest.raises(InputDataError, match=r"max_epochs must be >= 1; got max_epochs=0"):
+        keskar.KeskarConfig(max_epochs=0)
+
+
+def test_landscape_impossible_batch_is_reported(tmp_path: Path) -> None:
+    config = dataclasses.replace(landscapes.QUICK, num_train=50, large_batch=100)
+    with pytest.raises(
+        ConfigurationError, match=r"large_batch must be <= the training set size 50; got large_batch=100"
+    ):
+        landscapes.run(config, tmp_path, "landscape-digits", sweep="x", store=None, progress=False)
 
 
 def test_landscape_sensing_quick(tmp_path: Path) -> None:

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from flatminima._checks import check_int_in_range, check_real
 from flatminima.curvature import (
     HessianOperator,
     epsilon_sharpness,
     hutchinson_trace,
     lanczos_eigenvalues,
 )
+from flatminima.errors import ConfigurationError
 from flatminima.networks import Dataset, TrainingResult, load_digits_split, mlp, train_classifier
 from flatminima.random import child_generators
 
@@ -54,6 +57,70 @@ def train_digits(
         max_epochs=max_epochs,
     )
     return model, result
+
+
+def check_grid(name: str, values: Sequence[Any], check: Callable[..., object], **bounds: Any) -> None:
+    """Check that grid axis ``name`` is non-empty and each value passes ``check("name[i]", value, **bounds)``.
+
+    Raises:
+        ConfigurationError: if ``values`` is empty.
+        InputDataError / InputTypeError: from ``check`` (e.g. :func:`flatminima._checks.check_real`).
+    """
+    if not values:
+        raise ConfigurationError(f"{name} must hold at least one value; got {name}=().")
+    for value in values:
+        check(f"{name}[i]", value, **bounds)
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchRegimes:
+    """Small- against large-batch SGD on digits, the settings shared by the batch-size studies.
+
+    Both regimes train the same MLP (``hidden`` widths) with the same learning rate until the training
+    loss reaches ``target_loss`` or ``max_epochs`` pass; only the batch size differs (Keskar et al.,
+    On large-batch training for deep learning: generalization gap and sharp minima, ICLR 2017).
+    ``num_train`` subsamples the training split (None: all of it).
+    """
+
+    hidden: tuple[int, ...] = (32,)
+    small_batch: int = 16
+    large_batch: int = 629
+    learning_rate: float = 0.1
+    target_loss: float = 0.01
+    max_epochs: int = 4000
+    num_train: int | None = None
+
+    def __post_init__(self) -> None:
+        check_int_in_range("small_batch", self.small_batch, low=1)
+        check_int_in_range("large_batch", self.large_batch, low=self.small_batch + 1)
+        check_real("learning_rate", self.learning_rate, low=0.0, low_open=True)
+        check_real("target_loss", self.target_loss, low=0.0, low_open=True)
+        check_int_in_range("max_epochs", self.max_epochs, low=1)
+
+    def regimes(self, data: Dataset) -> tuple[tuple[str, int], ...]:
+        """(("small", small_batch), ("large", large_batch)) after checking that both fit ``data``.
+
+        Raises:
+            ConfigurationError: if ``large_batch`` exceeds the training set.
+        """
+        if self.large_batch > data.num_train:
+            raise ConfigurationError(
+                f"large_batch must be <= the training set size {data.num_train}; "
+                f"got large_batch={self.large_batch}."
+            )
+        return (("small", self.small_batch), ("large", self.large_batch))
+
+    def train(self, data: Dataset, seed: int, batch_size: int) -> TrainingResult:
+        """Train the MLP of ``seed`` on ``data`` with one regime's batch size (see :func:`train_digits`)."""
+        return train_digits(
+            data,
+            seed,
+            hidden=self.hidden,
+            learning_rate=self.learning_rate,
+            batch_size=batch_size,
+            target_loss=self.target_loss,
+            max_epochs=self.max_epochs,
+        )[1]
 
 
 def hessian(model: nn.Module, data: Dataset) -> HessianOperator:

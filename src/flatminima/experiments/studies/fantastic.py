@@ -39,7 +39,6 @@ from torch import nn
 
 from flatminima._checks import check_int_in_range, check_real
 from flatminima.curvature import measure
-from flatminima.errors import ConfigurationError
 from flatminima.experiments.studies import _common as common
 from flatminima.experiments.study import StudyOutput, progress_bar
 from flatminima.experiments.sweep import SweepResult
@@ -89,19 +88,12 @@ class FantasticConfig:
     num_train: int | None = None
 
     def __post_init__(self) -> None:
-        for field in ("learning_rates", "batch_sizes", "widths", "depths", "weight_decays", "seeds"):
-            if not getattr(self, field):
-                raise ConfigurationError(f"{field} must hold at least one value; got {field}=().")
-        for lr in self.learning_rates:
-            check_real("learning_rates[i]", lr, low=0.0, low_open=True)
-        for batch in self.batch_sizes:
-            check_int_in_range("batch_sizes[i]", batch, low=1)
-        for width in self.widths:
-            check_int_in_range("widths[i]", width, low=1)
-        for depth in self.depths:
-            check_int_in_range("depths[i]", depth, low=1)
-        for decay in self.weight_decays:
-            check_real("weight_decays[i]", decay, low=0.0)
+        common.check_grid("learning_rates", self.learning_rates, check_real, low=0.0, low_open=True)
+        common.check_grid("batch_sizes", self.batch_sizes, check_int_in_range, low=1)
+        common.check_grid("widths", self.widths, check_int_in_range, low=1)
+        common.check_grid("depths", self.depths, check_int_in_range, low=1)
+        common.check_grid("weight_decays", self.weight_decays, check_real, low=0.0)
+        common.check_grid("seeds", self.seeds, check_int_in_range, low=0)
         check_real("target_loss", self.target_loss, low=0.0, low_open=True)
         check_int_in_range("max_epochs", self.max_epochs, low=1)
 

@@ -23,7 +23,7 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from flatminima._checks import check_int_in_range, check_real
+from flatminima._checks import check_int_in_range
 from flatminima.errors import ConfigurationError
 from flatminima.experiments.studies import _common as common
 from flatminima.experiments.study import StudyOutput, progress_bar
@@ -32,28 +32,18 @@ from flatminima.networks import evaluate
 
 
 @dataclasses.dataclass(frozen=True)
-class KeskarConfig:
-    """Hyperparameters of the study (see the module)."""
+class KeskarConfig(common.BatchRegimes):
+    """Hyperparameters of the study (the module); the training ones are those of ``BatchRegimes``."""
 
     seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    hidden: tuple[int, ...] = (32,)
-    small_batch: int = 16
-    large_batch: int = 629
-    learning_rate: float = 0.1
-    target_loss: float = 0.01
-    max_epochs: int = 4000
-    num_train: int | None = None
     interpolation_points: int = 31
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.seeds:
             raise ConfigurationError("seeds must name at least one seed; got seeds=().")
         for seed in self.seeds:
             check_int_in_range("seeds[i]", seed, low=0)
-        check_int_in_range("small_batch", self.small_batch, low=1)
-        check_int_in_range("large_batch", self.large_batch, low=self.small_batch + 1)
-        check_real("learning_rate", self.learning_rate, low=0.0, low_open=True)
-        check_real("target_loss", self.target_loss, low=0.0, low_open=True)
         check_int_in_range("interpolation_points", self.interpolation_points, low=2)
 
 
@@ -72,22 +62,9 @@ def run(
     with progress_bar(sweep, 2 * len(config.seeds), progress) as bar:
         for seed in config.seeds:
             data = common.digits(seed, config.num_train)
-            if config.large_batch > data.num_train:
-                raise ConfigurationError(
-                    f"large_batch must be <= the training set size {data.num_train}; "
-                    f"got large_batch={config.large_batch}."
-                )
             solutions = {}
-            for regime, batch in (("small", config.small_batch), ("large", config.large_batch)):
-                _, result = common.train_digits(
-                    data,
-                    seed,
-                    hidden=config.hidden,
-                    learning_rate=config.learning_rate,
-                    batch_size=batch,
-                    target_loss=config.target_loss,
-                    max_epochs=config.max_epochs,
-                )
+            for regime, batch in config.regimes(data):
+                result = config.train(data, seed, batch)
                 op = common.hessian(result.model, data)
                 generator = common.streams(seed)["measure"]
                 row = {"seed": seed, "regime": regime, "batch_size": batch, "epochs": result.epochs}

@@ -48,17 +48,10 @@ from flatminima.random import derive_seed, make_generator
 
 
 @dataclasses.dataclass(frozen=True)
-class LandscapeConfig:
-    """Settings of the digits landscape study (see the module)."""
+class LandscapeConfig(common.BatchRegimes):
+    """Settings of the digits landscape study (the module); training settings as ``BatchRegimes``."""
 
     seed: int = 0
-    hidden: tuple[int, ...] = (32,)
-    small_batch: int = 16
-    large_batch: int = 629
-    learning_rate: float = 0.1
-    target_loss: float = 0.01
-    max_epochs: int = 4000
-    num_train: int | None = None
     grid_points: int = 31
     extent: float = 1.0
     hessian_extent: float = 0.25
@@ -66,8 +59,8 @@ class LandscapeConfig:
     delta: float = 0.1
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         check_int_in_range("seed", self.seed, low=0)
-        check_int_in_range("large_batch", self.large_batch, low=self.small_batch + 1)
         check_int_in_range("grid_points", self.grid_points, low=3)
         check_real("extent", self.extent, low=0.0, low_open=True)
         check_real("hessian_extent", self.hessian_extent, low=0.0, low_open=True)
@@ -92,16 +85,8 @@ def run(
     surfaces: dict[tuple[str, str], Any] = {}
     extent = (-config.extent, config.extent)
     with progress_bar(sweep, 2, progress) as bar:
-        for regime, batch in (("small", config.small_batch), ("large", config.large_batch)):
-            _, result = common.train_digits(
-                data,
-                config.seed,
-                hidden=config.hidden,
-                learning_rate=config.learning_rate,
-                batch_size=batch,
-                target_loss=config.target_loss,
-                max_epochs=config.max_epochs,
-            )
+        for regime, batch in config.regimes(data):
+            result = config.train(data, config.seed, batch)
             model = result.model
             solutions[regime] = model
             f = model_functions(model, {"train": (data.x_train, data.y_train)})

@@ -40,13 +40,9 @@ class NoiseScaleConfig:
     num_train: int | None = None
 
     def __post_init__(self) -> None:
-        for field in ("learning_rates", "batch_sizes", "seeds"):
-            if not getattr(self, field):
-                raise ConfigurationError(f"{field} must hold at least one value; got {field}=().")
-        for lr in self.learning_rates:
-            check_real("learning_rates[i]", lr, low=0.0, low_open=True)
-        for batch in self.batch_sizes:
-            check_int_in_range("batch_sizes[i]", batch, low=1)
+        common.check_grid("learning_rates", self.learning_rates, check_real, low=0.0, low_open=True)
+        common.check_grid("batch_sizes", self.batch_sizes, check_int_in_range, low=1)
+        common.check_grid("seeds", self.seeds, check_int_in_range, low=0)
         check_int_in_range("epochs", self.epochs, low=1)
 
 
