@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
 from curvature_cases import dense_hessian, mlp_case, within
+from torch import nn
 
 from flatminima.curvature import (
     HessianOperator,
@@ -15,6 +17,7 @@ from flatminima.curvature import (
     lanczos_eigenvalues,
     lanczos_spectral_density,
 )
+from flatminima.curvature.lanczos import ROUND_OFF_FACTOR
 from flatminima.errors import ConfigurationError, InputDataError, InputTypeError
 
 
@@ -54,7 +57,8 @@ def test_top_and_bottom_eigenvalues_match_eigvalsh(mlp) -> None:
         # the reported residuals are the true ones, and they bound the eigenvalue errors
         residual = (dense @ V - V * result.eigenvalues).norm(dim=0)
         torch.testing.assert_close(residual, result.residuals, rtol=1e-4, atol=1e-13)
-        assert bool((result.error_bounds <= result.residuals).all())
+        floor = ROUND_OFF_FACTOR * torch.finfo(torch.float64).eps * float(result.eigenvalues.abs().max())
+        assert bool((result.error_bounds <= result.residuals.clamp(min=floor)).all())
 
 
 def test_lanczos_on_a_diagonal_block(mlp) -> None:
@@ -85,6 +89,27 @@ def test_lanczos_beats_pyhessian_power_iteration() -> None:
         lanczos_total += lanczos.num_matvecs
         power_total += _pyhessian_power_iteration_matvecs(H, top, 1e-2, torch.Generator().manual_seed(seed))
     assert lanczos_total <= power_total, (lanczos_total, power_total)
+
+
+@pytest.mark.parametrize("case_seed", range(4))
+def test_float32_error_bounds_do_not_claim_more_than_round_off(case_seed: int) -> None:
+    """float32 products carry ~eps ||H|| error: the bounds say so, and they hold against float64."""
+    case = mlp_case(case_seed, inputs=10, hidden=16, classes=4, n=200)
+    net32 = copy.deepcopy(case.net).float()
+    x32 = case.x.float()
+    # the float64 Hessian at the very same (float32-rounded) weights and inputs
+    H64 = HessianOperator.from_model(
+        copy.deepcopy(net32).double(), nn.functional.cross_entropy, [(x32.double(), case.y)], mode="eval"
+    )
+    exact = float(torch.linalg.eigvalsh(H64.dense())[-1])
+    H32 = HessianOperator.from_model(net32, nn.functional.cross_entropy, [(x32, case.y)], mode="eval")
+    floor = ROUND_OFF_FACTOR * torch.finfo(torch.float32).eps
+    for seed in range(3):
+        result = lanczos_eigenvalues(H32, 1, generator=torch.Generator().manual_seed(seed), tol=1e-12)
+        assert result.converged  # a tol below round-off is read as the floor, not chased forever
+        bound = float(result.error_bounds[0])
+        assert bound == pytest.approx(floor * abs(float(result.eigenvalues[0])), rel=1e-6)
+        assert abs(float(result.eigenvalues[0]) - exact) <= bound
 
 
 def test_lanczos_exhausts_small_krylov_spaces_exactly() -> None:

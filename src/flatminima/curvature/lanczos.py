@@ -12,6 +12,13 @@ Every new vector is orthogonalized against all previous ones (twice, which is en
 spurious copies of converged eigenvalues appear. Extreme eigenvalues converge at a
 rate governed by the square root of the relative gap, against the gap itself for power iteration.
 
+These bounds hold in exact arithmetic. In floating point each product H v carries an error of order
+the unit round-off eps of the dtype times ||H||, and so does every Ritz value: error estimates are
+floored at ROUND_OFF_FACTOR * eps * max|theta|, and a smaller ``tol`` is read as that floor. Measured
+against float64 Hessians at the same weights, float32 Ritz values of MLPs were off by 0.03 to 1.1 eps
+relative (a digits MLP and four small test MLPs, 3 starts each) while the exact-arithmetic estimate
+claimed 1e-13; the factor 10 leaves a margin over that.
+
 References:
     C. Lanczos. An iteration method for the solution of the eigenvalue problem of linear differential
     and integral operators. J. Res. Nat. Bur. Standards 45, 1950.
@@ -32,6 +39,8 @@ from flatminima.curvature.linear_operator import LinearOperator
 from flatminima.errors import ConfigurationError
 
 WHICH: tuple[str, ...] = ("largest", "smallest")
+#: error estimates are floored at this multiple of the dtype's unit round-off times max|theta|
+ROUND_OFF_FACTOR = 10.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,10 +52,11 @@ class LanczosResult:
         eigenvectors: (n, k) orthonormal Ritz vectors, column i for eigenvalue i (flat parameter
             vectors; use ``HessianOperator.unflatten`` for per-parameter shapes).
         residuals: (k,) residual norms r_i = ||H v_i - theta_i v_i|| (rigorous eigenvalue error bounds).
-        error_bounds: (k,) min(r_i, r_i^2 / gap_i), gap_i the distance from theta_i to the nearest other
-            Ritz value: the error estimate the stopping rule uses.
+        error_bounds: (k,) max(min(r_i, r_i^2 / gap_i), 10 eps max|theta|), gap_i the distance from
+            theta_i to the nearest other Ritz value and eps the dtype's unit round-off: the error estimate
+            the stopping rule uses (see the module).
         num_matvecs: the number of Hessian-vector products spent.
-        converged: whether every residual reached ``tol * max|theta|``.
+        converged: whether every error estimate reached ``max(tol, 10 eps) * max|theta|``.
     """
 
     eigenvalues: torch.Tensor
@@ -136,7 +146,9 @@ def lanczos_eigenvalues(
         operator: the symmetric operator H.
         num_eigenvalues: k >= 1.
         which: "largest" (top-k, algebraic) or "smallest" (bottom-k, algebraic: the most negative).
-        tol: relative tolerance on the eigenvalue error estimate (> 0).
+        tol: relative tolerance on the eigenvalue error estimate (> 0); values below 10 times the
+            unit round-off of the operator's dtype (1.2e-6 for float32, 2.2e-15 for float64) are read
+            as that floor.
         max_iterations: Lanczos steps at most (default min(n, max(200, 4k))).
         generator: the random stream of the start vector (required).
 
@@ -170,6 +182,9 @@ def lanczos_eigenvalues(
         n, 1, distribution="gaussian", generator=generator, dtype=operator.dtype, device=operator.device
     )[:, 0]
 
+    floor = ROUND_OFF_FACTOR * torch.finfo(operator.dtype).eps
+    tol = max(tol, floor)
+
     def ritz(state: Tridiagonal) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         theta, S = torch.linalg.eigh(state.matrix())
         order = torch.argsort(theta, descending=which == "largest")[: min(k, len(theta))]
@@ -179,7 +194,8 @@ def lanczos_eigenvalues(
         gaps = distances.min(dim=1).values
         # one Ritz value gives no gap estimate: fall back to the residual bound
         bounds = torch.where(torch.isfinite(gaps), torch.minimum(residuals, residuals**2 / gaps), residuals)
-        return theta, S[:, order], residuals, bounds
+        # round-off in the products: no Ritz value is more accurate than ~eps ||H|| (see the module)
+        return theta, S[:, order], residuals, bounds.clamp(min=floor * float(theta.abs().max()))
 
     def converged(state: Tridiagonal) -> bool:
         if len(state.alphas) < k:
