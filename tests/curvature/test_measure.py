@@ -87,9 +87,12 @@ def test_values_agree_with_the_free_functions(model_operator) -> None:
     row = table.get("hutchinson_trace")
     assert (row.value, row.stderr, row.num_matvecs) == (direct.value, direct.stderr, direct.num_matvecs)
     top = lanczos_eigenvalues(H.select("2.*"), 1, generator=torch.Generator().manual_seed(1))
-    assert table.get("lanczos_top_eigenvalue", "output").value == pytest.approx(
-        float(top.eigenvalues[0]), rel=1e-8
-    )
+    row = table.get("lanczos_top_eigenvalue", "output")
+    assert row.value == pytest.approx(float(top.eigenvalues[0]), rel=1e-8)
+    # the row carries Lanczos's error estimate, and it holds against the dense eigenvalue
+    assert 0 < row.error_bound <= 1e-10 * abs(row.value)
+    exact = float(torch.linalg.eigvalsh(H.select("2.*").dense())[-1])
+    assert abs(row.value - exact) <= row.error_bound
 
 
 def test_pac_bayes_measures_share_one_sigma(model_operator) -> None:
@@ -118,12 +121,14 @@ def test_table_conversions(model_operator) -> None:
         "value": records[0]["value"],
         "stderr": records[0]["stderr"],
         "num_matvecs": H.size,
+        "error_bound": records[0]["error_bound"],
     }
+    assert math.isnan(records[0]["error_bound"])  # basis products: exact up to round-off, no bound
     assert len(table) == 1 + len(H.names)
     pandas = pytest.importorskip("pandas")
     frame = table.to_pandas()
     assert isinstance(frame, pandas.DataFrame)
-    assert list(frame.columns) == ["name", "group", "value", "stderr", "num_matvecs"]
+    assert list(frame.columns) == ["name", "group", "value", "stderr", "num_matvecs", "error_bound"]
     with pytest.raises(InputDataError, match="no row for measure 'exact_trace' on group 'conv'"):
         table.get("exact_trace", "conv")
 

@@ -1,9 +1,11 @@
 """One entry point for every flatness measure: ``measure(operator, names, ...)`` -> a tidy table.
 
 Each row is one measure on one parameter group: name, group, value, stderr (NaN for deterministic
-measures) and the number of Hessian-vector products spent (0 for measures that only evaluate the
-loss or its gradient). :data:`MEASURES` maps every name to its function ``f(operator, *, generator,
-cache, **options) -> MeasureValue``; registering a function there makes it available to ``measure``,
+measures), the number of Hessian-vector products spent (0 for measures that only evaluate the loss or
+its gradient) and error_bound, the method's deterministic error estimate where it has one (the Lanczos
+eigenvalues: min(r, r^2 / gap) floored at round-off, see :mod:`flatminima.curvature.lanczos`; NaN
+elsewhere). :data:`MEASURES` maps every name to its function ``f(operator, *, generator, cache,
+**options) -> MeasureValue``; registering a function there makes it available to ``measure``,
 sweeps and the CLI.
 
 Measures of one noise scale (``pac_bayes_*``) share one bisection per group and option set.
@@ -38,11 +40,12 @@ from flatminima.errors import ConfigurationError, InputDataError, InputTypeError
 
 @dataclasses.dataclass(frozen=True)
 class MeasureValue:
-    """What a registered measure returns: the value, its standard error (NaN if deterministic), cost."""
+    """A measure's value, standard error (NaN if deterministic), cost and error estimate (or NaN)."""
 
     value: float
     stderr: float = math.nan
     num_matvecs: int = 0
+    error_bound: float = math.nan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,6 +57,7 @@ class MeasureRecord:
     value: float
     stderr: float
     num_matvecs: int
+    error_bound: float = math.nan
 
 
 @dataclasses.dataclass(frozen=True)
@@ -80,7 +84,7 @@ class MeasureTable:
         raise InputDataError(f"the table has no row for measure {name!r} on group {group!r}.")
 
     def to_records(self) -> list[dict[str, Any]]:
-        """The rows as a list of dicts (name, group, value, stderr, num_matvecs)."""
+        """The rows as a list of dicts (name, group, value, stderr, num_matvecs, error_bound)."""
         return [dataclasses.asdict(record) for record in self.records]
 
     def to_pandas(self) -> Any:
@@ -96,7 +100,7 @@ class MeasureTable:
                 "to_pandas needs pandas; pip install pandas, or use to_records()."
             ) from error
         return pandas.DataFrame(
-            self.to_records(), columns=["name", "group", "value", "stderr", "num_matvecs"]
+            self.to_records(), columns=["name", "group", "value", "stderr", "num_matvecs", "error_bound"]
         )
 
 
@@ -134,7 +138,9 @@ def _stochastic(function: Callable[..., Any]) -> MeasureFunction:
 def _eigenvalue(which: str) -> MeasureFunction:
     def measure_function(op: HessianOperator, *, generator: Any, cache: dict, **options: Any) -> MeasureValue:
         result = lanczos_eigenvalues(op, 1, which=which, generator=generator, **options)
-        return MeasureValue(float(result.eigenvalues[0]), math.nan, result.num_matvecs)
+        return MeasureValue(
+            float(result.eigenvalues[0]), math.nan, result.num_matvecs, float(result.error_bounds[0])
+        )
 
     return measure_function
 
@@ -303,7 +309,7 @@ def measure(
             if group != "all" and name in WHOLE_MODEL_MEASURES:
                 continue
             result = MEASURES[name](op, generator=generator, cache=cache, **dict(options.get(name, {})))
-            records.append(MeasureRecord(name, group, result.value, result.stderr, result.num_matvecs))
+            records.append(MeasureRecord(name, group, *dataclasses.astuple(result)))
     return MeasureTable(tuple(records))
 
 
