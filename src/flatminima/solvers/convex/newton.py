@@ -32,6 +32,7 @@ import math
 import torch
 
 from flatminima.solvers.convex.linear_map import ScaledMap
+from flatminima.solvers.convex.structured import factor_svd
 
 #: above this many unknowns (n + m) the dense KKT Newton step is skipped.
 KKT_SIZE_LIMIT = 6000
@@ -46,14 +47,6 @@ class NewtonOutcome:
     V: torch.Tensor
     multiplier: torch.Tensor
     residuals: tuple[float, ...]
-
-
-def _balanced(L: torch.Tensor, R: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """SVD of L R^T from the factors: (U, s, V) with L R^T = U diag(s) V^T."""
-    Ql, Rl = torch.linalg.qr(L)
-    Qr, Rr = torch.linalg.qr(R)
-    Uc, s, Vch = torch.linalg.svd(Rl @ Rr.mT)
-    return Ql @ Uc, s, Qr @ Vch.mT
 
 
 def kkt_newton(
@@ -118,5 +111,5 @@ def kkt_newton(
         R = R + solution[d1 * r : n].reshape(d2, r)
         lam = lam + solution[n : n + m]
     L, R, lam = best
-    U_new, s_new, V_new = _balanced(L, R)
+    U_new, s_new, V_new = factor_svd(L, R)
     return NewtonOutcome(U_new, s_new, V_new, lam, tuple(residuals))
