@@ -16,13 +16,8 @@ import math
 
 import torch
 
-from flatminima._checks import check_generator, check_int_in_range
-from flatminima.curvature.estimate import (
-    VectorEstimate,
-    check_distribution,
-    check_probe_counts,
-    draw_probes,
-)
+from flatminima._checks import check_int_in_range
+from flatminima.curvature.estimate import VectorEstimate, check_sampling, probe_blocks
 from flatminima.curvature.linear_operator import LinearOperator, basis_blocks
 
 
@@ -75,27 +70,18 @@ def hutchinson_hessian_diagonal(
     References:
         Bekas, Kokiopoulou, Saad (2007).
     """
-    generator = check_generator("generator", generator)
-    check_probe_counts(num_probes, min_probes)
-    check_int_in_range("batch_size", batch_size, low=1)
-    check_distribution(distribution)
+    generator = check_sampling(num_probes, min_probes, None, batch_size, distribution, generator)
     total = torch.zeros(operator.size, dtype=torch.float64, device=operator.device)
     total_sq = torch.zeros_like(total)
     count = 0
-    while count < num_probes:
-        width = min(batch_size, num_probes - count)
-        Z = draw_probes(
-            operator.size,
-            width,
-            distribution=distribution,
-            generator=generator,
-            dtype=operator.dtype,
-            device=operator.device,
-        )
+    blocks = probe_blocks(
+        operator, num_probes, batch_size=batch_size, distribution=distribution, generator=generator
+    )
+    for Z in blocks:
         samples = (Z * operator.matmat(Z)).to(torch.float64)
         total += samples.sum(dim=1)
         total_sq += (samples**2).sum(dim=1)
-        count += width
+        count += Z.shape[1]
     mean = total / count
     variance = ((total_sq - count * mean**2) / (count - 1)).clamp_min(0.0)
     return VectorEstimate(

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Literal
 
 import torch
@@ -181,9 +181,32 @@ def sample_until(
         mean, stderr = stats.mean_and_stderr()
         return stderr <= rtol * abs(offset + mean)
 
-    while stats.count < num_probes:
-        width = min(batch_size, num_probes - stats.count)
-        Z = draw_probes(
+    blocks = probe_blocks(
+        operator, num_probes, batch_size=batch_size, distribution=distribution, generator=generator
+    )
+    for Z in blocks:
+        stats.extend(sample(Z))
+        if reached():
+            break
+    return stats, rtol is None or reached()
+
+
+def probe_blocks(
+    operator: LinearOperator,
+    num_probes: int,
+    *,
+    batch_size: int,
+    distribution: str,
+    generator: torch.Generator,
+) -> Iterator[torch.Tensor]:
+    """Blocks (operator.size, b) of ``num_probes`` probes in all, b <= ``batch_size``, drawn lazily.
+
+    In the operator's dtype and device; a consumer that stops early draws no further probes.
+    """
+    drawn = 0
+    while drawn < num_probes:
+        width = min(batch_size, num_probes - drawn)
+        yield draw_probes(
             operator.size,
             width,
             distribution=distribution,
@@ -191,7 +214,4 @@ def sample_until(
             dtype=operator.dtype,
             device=operator.device,
         )
-        stats.extend(sample(Z))
-        if reached():
-            break
-    return stats, rtol is None or reached()
+        drawn += width
