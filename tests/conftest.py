@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import doctest
+import importlib
+from collections.abc import Callable
+
 import pytest
 import torch
 
@@ -25,3 +29,14 @@ def generator() -> torch.Generator:
 @pytest.fixture(params=DEVICES)
 def device(request: pytest.FixtureRequest) -> str:
     return str(request.param)
+
+
+@pytest.fixture
+def docstring_examples() -> Callable[[str], doctest.TestResults]:
+    """Run the docstring examples of a module by name (torch in scope, whitespace normalized)."""
+
+    def run(name: str) -> doctest.TestResults:
+        module = importlib.import_module(name)
+        return doctest.testmod(module, optionflags=doctest.NORMALIZE_WHITESPACE, extraglobs={"torch": torch})
+
+    return run

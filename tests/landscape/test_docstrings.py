@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import doctest
-import importlib
 import pkgutil
+from collections.abc import Callable
 
 import pytest
 
@@ -19,9 +19,6 @@ MODULES = sorted(
 
 
 @pytest.mark.parametrize("name", MODULES)
-def test_docstring_examples(name: str) -> None:
-    module = importlib.import_module(name)
-    result = doctest.testmod(
-        module, optionflags=doctest.NORMALIZE_WHITESPACE, extraglobs={"torch": __import__("torch")}
-    )
+def test_docstring_examples(name: str, docstring_examples: Callable[[str], doctest.TestResults]) -> None:
+    result = docstring_examples(name)
     assert result.failed == 0, f"{result.failed} of {result.attempted} examples failed in {name}"

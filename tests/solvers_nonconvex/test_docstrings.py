@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import doctest
-import importlib
+from collections.abc import Callable
 
 import pytest
 
@@ -23,10 +23,7 @@ MODULES = [
 
 
 @pytest.mark.parametrize("name", MODULES)
-def test_docstring_examples(name: str) -> None:
-    module = importlib.import_module(name)
-    result = doctest.testmod(
-        module, optionflags=doctest.NORMALIZE_WHITESPACE, extraglobs={"torch": __import__("torch")}
-    )
+def test_docstring_examples(name: str, docstring_examples: Callable[[str], doctest.TestResults]) -> None:
+    result = docstring_examples(name)
     assert result.attempted > 0, f"{name} has no docstring example"
     assert result.failed == 0
