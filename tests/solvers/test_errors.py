@@ -29,8 +29,17 @@ def test_unknown_backend_names_the_valid_ones() -> None:
 
 
 def test_unknown_method() -> None:
-    with pytest.raises(ConfigurationError, match=r"method must be one of 'auto', 'admm', 'factor_search'"):
+    with pytest.raises(
+        ConfigurationError, match=r"method must be one of 'auto', 'admm', 'interior_point', 'factor_search'"
+    ):
         solve_nuclear_norm(recovery_instance("matrix_sensing"), method="sdp")
+
+
+def test_interior_point_needs_an_equality_constraint() -> None:
+    with pytest.raises(ConfigurationError, match=r"method='interior_point' needs an equality-constrained"):
+        solve_flat(recovery_instance("matrix_sensing"), method="interior_point", eps=0.1)
+    with pytest.raises(ConfigurationError, match=r"got kind='robust_pca'"):
+        solve_flat(recovery_instance("robust_pca"), method="interior_point")
 
 
 def test_method_with_reference_backend() -> None:

@@ -64,3 +64,35 @@ def test_noisy_quadratic_network() -> None:
     assert result.status is Status.CONVERGED, result.message
     assert torch.allclose(result.matrix, result.matrix.T, atol=1e-12)
     assert result.recovery_error(instance.ground_truth) < 0.05
+
+
+def _overdetermined(noise_std: float, seed: int) -> object:
+    """More measurements than unknowns (216 > 15 * 14): b has a part outside range(B)."""
+    return MatrixSensing(shape=(15, 14), rank=2, num_measurements=216, noise_std=noise_std).sample(
+        generator=torch.Generator().manual_seed(seed)
+    )
+
+
+@pytest.mark.parametrize("noise_std", [1e-4, 1e-2, 1e-1])
+@pytest.mark.parametrize("eps_factor", [0.9, 2.0])
+@pytest.mark.parametrize("solve", [solve_flat, solve_nuclear_norm], ids=["flat", "nuclear_norm"])
+def test_overdetermined_noisy_solves_are_certified(
+    noise_std: float, eps_factor: float, solve: object
+) -> None:
+    # the multiplier's component in null(B^*) closes the duality gap that stalled the certificate at ~1e-3
+    instance = _overdetermined(noise_std, seed=11)
+    eps = eps_factor * float(torch.linalg.vector_norm(instance.extras["noise"]))  # type: ignore[attr-defined]
+    result = solve(instance, eps=eps)  # type: ignore[operator]
+    assert isinstance(result, ConvexResult)
+    assert result.status is Status.CONVERGED, result.message
+    assert result.certificate.max_relative_residual <= 1e-9
+
+
+def test_ball_out_of_reach_of_range_is_infeasible() -> None:
+    instance = _overdetermined(0.05, seed=12)
+    # the noise's part in null(B^*) (6 of 216 directions) is about 0.17 ||noise||: no Z gets closer to b
+    eps = 0.05 * float(torch.linalg.vector_norm(instance.extras["noise"]))  # type: ignore[attr-defined]
+    result = solve_flat(instance, eps=eps)
+    assert isinstance(result, ConvexResult)
+    assert result.status is Status.INFEASIBLE
+    assert "increase eps" in result.message

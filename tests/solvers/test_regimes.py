@@ -94,3 +94,34 @@ def test_loose_tolerance_is_reported() -> None:
     assert isinstance(result, ConvexResult)
     assert result.certificate.tolerance == 1e-3
     assert result.status is Status.CONVERGED
+
+
+def _completion_at_transition() -> object:
+    return MatrixCompletion(shape=(19, 21), rank=2, probability=0.4).sample(
+        generator=torch.Generator().manual_seed(19042)
+    )
+
+
+def test_stagnating_admm_says_so() -> None:
+    result = solve_nuclear_norm(_completion_at_transition(), method="admm", max_iterations=800)  # type: ignore[arg-type]
+    assert isinstance(result, ConvexResult)
+    assert result.status is Status.MAX_ITERATIONS
+    assert "ADMM stagnated" in result.message
+
+
+@pytest.mark.parametrize("method", ["auto", "interior_point"])
+def test_completion_at_the_transition_is_certified(method: str) -> None:
+    instance = _completion_at_transition()
+    result = solve_nuclear_norm(instance, method=method)  # type: ignore[arg-type]
+    admm_only = solve_nuclear_norm(instance, method="admm")  # type: ignore[arg-type]
+    assert isinstance(result, ConvexResult) and isinstance(admm_only, ConvexResult)
+    assert result.status is Status.CONVERGED, result.message
+    assert result.certificate.max_relative_residual <= 1e-9
+    assert "interior point" in result.message
+    # not recovered below the transition: the relaxation's solution has more than rank 2
+    assert not result.recovered(instance.ground_truth)  # type: ignore[attr-defined]
+    # ADMM alone gets close: the same optimal value to its own accuracy
+    gap = admm_only.certificate.max_relative_residual
+    assert result.certificate.primal_objective == pytest.approx(
+        admm_only.certificate.primal_objective, rel=10 * gap
+    )

@@ -71,6 +71,12 @@ class AdmmSettings:
     polish_start: float = 3e-2
     polish_interval: int = 200
     rank_stable_for: int = 8
+    #: ADMM has stagnated when the KKT residual's linear rate over the last ``stall_window`` iterations
+    #: predicts more than ``stall_horizon`` further iterations; with ``stop_on_stall`` the loop then ends
+    #: (status INACCURATE, for a caller with a fallback), else the diagnosis joins the final message.
+    stall_horizon: int = 2000
+    stall_window: int = 200
+    stop_on_stall: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -129,6 +135,8 @@ def admm(
     message = f"reached max_iterations={settings.max_iterations} without meeting the tolerance"
     iteration = 0
     factors = (Z.new_zeros(shape[0], 0), Z.new_zeros(0), Z.new_zeros(shape[1], 0))
+    levels: list[tuple[int, float]] = []
+    stalled: str | None = None
     for iteration in range(1, settings.max_iterations + 1):
         X = constraint.project(Z - W)
         V = X + W
@@ -187,6 +195,12 @@ def admm(
         if converged:
             status, message = Status.CONVERGED, f"certificate met the tolerance at iteration {iteration}"
             break
+        if best is not None and iteration % settings.check_every == 0:
+            levels.append((iteration, best.certificate.max_relative_residual))
+            stalled = _stagnation(levels, settings) or stalled
+            if stalled is not None and settings.stop_on_stall:
+                status, message = Status.INACCURATE, stalled
+                break
         if settings.time_limit is not None and time.perf_counter() - start_time > settings.time_limit:
             status, message = Status.TIME_LIMIT, f"time limit {settings.time_limit} s reached"
             break
@@ -207,6 +221,35 @@ def admm(
             best = better(best, evaluate(U_f, s_f, V_f, rho * W))
         if status is not Status.DIVERGED and best is not None and best.certificate.satisfied:
             status, message = Status.CONVERGED, f"certificate met the tolerance at iteration {iteration}"
+        elif status is Status.MAX_ITERATIONS and stalled is not None:
+            message = f"{message} ({stalled})"
     return AdmmOutcome(
         typing.cast(Candidate, best), status, iteration, tuple(history), message, polish_attempts
+    )
+
+
+def _stagnation(levels: list[tuple[int, float]], settings: AdmmSettings) -> str | None:
+    """A message if the best KKT residual's recent linear rate predicts too many further iterations.
+
+    With residual r_now at iteration k and r_then at k - w (w = ``stall_window``), the observed rate
+    rho = (r_now / r_then)^(1 / w) needs log(tol / r_now) / log(rho) more iterations to reach the tolerance.
+    """
+    horizon = settings.stall_horizon
+    if not levels:
+        return None
+    iteration, now = levels[-1]
+    then = next((level for it, level in reversed(levels) if iteration - it >= settings.stall_window), None)
+    if then is None or not (now > settings.tolerance) or not math.isfinite(now):
+        return None
+    if now >= then:
+        needed = math.inf
+    else:
+        rate = (now / then) ** (1.0 / settings.stall_window)
+        needed = math.log(settings.tolerance / now) / math.log(rate)
+    if needed <= horizon:
+        return None
+    return (
+        f"ADMM stagnated: relative KKT residual {now:.2e} at iteration {iteration}, {then:.2e} "
+        f"{settings.stall_window} iterations before (about {needed:.3g} more iterations to reach "
+        f"{settings.tolerance:g})"
     )

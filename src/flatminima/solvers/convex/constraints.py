@@ -127,8 +127,14 @@ class BallSet(ConstraintSet):
         self._inverse = torch.where(
             self._eigenvalues > floor, 1.0 / self._eigenvalues.clamp_min(floor), torch.zeros_like(b)
         )
-        outside = b - Q @ (Q.mT @ b * (self._eigenvalues > floor))
-        self.infeasibility = max(0.0, float(torch.linalg.vector_norm(outside)) - eps)
+        # b_N, the part of b in null(B^*) = range(B)^perp: no Z moves it, and the multiplier may use it
+        self._outside = b - Q @ (Q.mT @ b * (self._eigenvalues > floor))
+        self._outside_norm = float(torch.linalg.vector_norm(self._outside))
+        self.infeasibility = max(0.0, self._outside_norm - eps)
+
+    def least_norm(self) -> torch.Tensor:
+        """The least-norm least-squares solution B^+ b (the closest point of range(B) to b)."""
+        return self.bmap.adjoint(self._Q @ (self._inverse * (self._Q.mT @ self.b)))
 
     def project(self, V: torch.Tensor) -> torch.Tensor:
         """Projection onto the eps-tube around {B(Z) = b}."""
@@ -169,9 +175,22 @@ class BallSet(ConstraintSet):
         return max(0.0, float(torch.linalg.vector_norm(self.bmap.apply(Z) - self.b)) - self.eps)
 
     def dual(self, G: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor, float]:
-        """Lambda = (B B^*)^+ B(G); dual value <lambda, b> - eps ||lambda||."""
+        """The best multiplier for G: lambda = (B B^*)^+ B(G) + t b_N / ||b_N|| (dual value d(lambda)).
+
+        The dual function d(lambda) = <lambda, b> - eps ||lambda|| is not constant along null(B^*) when
+        m exceeds the rank of B (more measurements than unknowns, noisy b): there the optimal multiplier,
+        parallel to the residual B(Z) - b, has a component n in null(B^*) that leaves B^*(lambda) = G
+        unchanged. The least-squares multiplier alone leaves a duality gap that no primal iterate can
+        close (ADMM converges, the certificate stalls). With lambda_R = (B B^*)^+ B(G), a = ||lambda_R||
+        and beta = ||b_N|| < eps, maximizing over n = t b_N / beta gives t = a beta / sqrt(eps^2 - beta^2)
+        and d = <lambda_R, b> - a sqrt(eps^2 - beta^2).
+        """
         y = self.bmap.apply(G)
         lam = self._Q @ (self._inverse * (self._Q.mT @ y))
+        beta = self._outside_norm
+        if 0.0 < beta < self.eps:
+            a = float(torch.linalg.vector_norm(lam))
+            lam = lam + (a / (self.eps**2 - beta**2) ** 0.5) * self._outside
         value = float(lam @ self.b) - self.eps * float(torch.linalg.vector_norm(lam))
         return lam, self.bmap.adjoint(lam), value
 

@@ -1,26 +1,45 @@
-"""The torch first-order solver of the matrix relaxations: ADMM + rank-identified polish + certificate.
+"""The torch solver of the matrix relaxations: ADMM + rank-identified polish, interior point, certificate.
 
 Works in the rescaled coordinates Z = D1 X D2 of P_flat (Z = X for NNM) with full d1 x d2 iterates, so
 it suits d up to a few hundred; the factor-space search (:mod:`flatminima.solvers.convex.factor_search`)
 covers larger structured instances. Every candidate is certified by exact KKT residuals (dense SVD
 of the dual matrix), and the status is ``CONVERGED`` only when they meet the tolerance.
 
+* ADMM (:mod:`~flatminima.solvers.convex.admm`) converges in a few hundred iterations where the
+  solution is strictly complementary, and the polish finishes it once its rank is stable: Gauss-Newton
+  + multiplier correction and Newton-KKT for B(Z) = b, Newton-KKT with the ball's constraint row for
+  ||B(Z) - b|| <= eps.
+* Near a phase transition the solution has many tiny singular values, the rank is never identified
+  and ADMM's linear rate collapses (10,000 iterations did not reach 1e-9 on 19 x 21 completion at
+  p = 0.4-0.6). ADMM measures its own rate; when it predicts more than 2000 further iterations
+  (``stagnated``), equality-constrained relaxations hand over to the interior-point method
+  (:mod:`~flatminima.solvers.convex.interior_point`), whose Newton steps do not care, and whose
+  iterates reveal the rank for the same polish.
+
+``max_iterations`` bounds ADMM iterations and interior-point steps together; ``result.message`` says
+how each stage ended (certified, stagnated with its rate, time limit, infeasible).
+
 References:
-    Ding, Drusvyatskiy, Fazel, Harchaoui (2024), eq. (19); Boyd et al. (2011); Cai, Candès, Shen (2010).
+    Ding, Drusvyatskiy, Fazel, Harchaoui (2024), eq. (19); Boyd et al. (2011); Cai, Candès, Shen (2010);
+    Helmberg, Rendl, Vanderbei, Wolkowicz (1996).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Callable
 
 import torch
 
-from flatminima.solvers.convex.admm import AdmmSettings, admm
+from flatminima.errors import ConfigurationError
+from flatminima.solvers.convex.admm import AdmmSettings, admm, nuclear_prox
 from flatminima.solvers.convex.certificate import Candidate, better, dense_candidate
 from flatminima.solvers.convex.constraints import AffineSet, BallSet, ConstraintSet, L1BallSet
 from flatminima.solvers.convex.formulation import Formulation
+from flatminima.solvers.convex.interior_point import interior_point, interior_point_fits
 from flatminima.solvers.convex.newton import kkt_newton
-from flatminima.solvers.convex.polish import corrected_multiplier, gauss_newton
+from flatminima.solvers.convex.polish import corrected_multiplier, gauss_newton, symmetrize
 from flatminima.solvers.result import ConvexResult, Status
 
 
@@ -47,8 +66,14 @@ def solve_first_order(
     max_iterations: int,
     time_limit: float | None,
     start_time: float,
+    method: str = "auto",
 ) -> ConvexResult:
-    """Solve a matrix relaxation with ADMM + polish; see the module docstring."""
+    """Solve a matrix relaxation with ADMM + polish (+ interior point); see the module docstring.
+
+    ``method``: ``"admm"`` (ADMM + polish only), ``"interior_point"`` (the SDP interior-point method with
+    the polish, equality constraints only) or ``"auto"`` (ADMM, handing over to the interior-point
+    method when ADMM stagnates or reaches ``max_iterations`` on an equality-constrained relaxation).
+    """
     constraint = build_constraint(formulation)
     symmetric = formulation.symmetric
     shape = formulation.shape
@@ -71,57 +96,41 @@ def solve_first_order(
             source="admm",
         )
 
-    polish = None
-    if isinstance(constraint, AffineSet):
-        affine = constraint
+    polish = _polish(constraint, symmetric=symmetric, scale=scale, tolerance=tolerance)
 
-        def polish(U: torch.Tensor, s: torch.Tensor, V: torch.Tensor, G: torch.Tensor) -> Candidate | None:
-            bmap, b = affine.bmap, affine.b
-            lam_admm = affine.dual(G)[0]
-
-            def certify(
-                U: torch.Tensor, s: torch.Tensor, V: torch.Tensor, lam: torch.Tensor, source: str
-            ) -> Candidate:
-                primal = float(torch.linalg.vector_norm(bmap.apply_factored(U * s, V) - b))
-                return dense_candidate(
-                    U=U,
-                    s=s,
-                    V=V,
-                    multiplier=lam,
-                    dual_matrix=bmap.adjoint(lam),
-                    dual_objective=float(lam @ b),
-                    primal_residual=primal,
-                    scale=scale,
-                    symmetric=symmetric,
-                    tolerance=tolerance,
-                    source=source,
-                )
-
-            # 1. feasibility by Gauss-Newton on the rank-r manifold, then the multiplier; only where the
-            #    rank-r feasible set can be locally unique (dim T <= m)
-            best: Candidate | None = None
-            d1, d2 = bmap.shape
-            r = int(s.numel())
-            if (d1 + d2 - r) * r <= bmap.num_measurements or symmetric:
-                outcome = gauss_newton(bmap, b, U, s, V, symmetric=symmetric)
-                for start, source in ((lam_admm, "polish-gauss-newton"), (None, "polish-least-squares")):
-                    lam = corrected_multiplier(outcome.system, start)
-                    best = better(best, certify(outcome.U, outcome.s, outcome.V, lam, source))
-                    if best is not None and best.certificate.satisfied:
-                        return best
-            # 2. Newton on the KKT system of the factored problem (uses the objective as well).
-            if not symmetric and lam_admm is not None:
-                newton = kkt_newton(bmap, b, U, s, V, lam_admm)
-                if newton is not None:
-                    best = better(
-                        best, certify(newton.U, newton.s, newton.V, newton.multiplier, "polish-newton")
-                    )
-            return best
-
-    if isinstance(constraint, AffineSet) and constraint.infeasibility > tolerance * max(scale, 1e-300):
+    if isinstance(constraint, AffineSet | BallSet) and constraint.infeasibility > tolerance * max(
+        scale, 1e-300
+    ):
         return _infeasible_result(formulation, constraint, evaluate, tolerance, start_time)
 
-    settings = AdmmSettings(tolerance=tolerance, max_iterations=max_iterations, time_limit=time_limit)
+    ipm_ready = (
+        isinstance(constraint, AffineSet) and polish is not None and interior_point_fits(constraint.bmap)
+    )
+    fallback = method != "admm" and ipm_ready
+    if method == "interior_point":
+        if not (isinstance(constraint, AffineSet) and polish is not None and ipm_ready):
+            raise ConfigurationError(
+                "method='interior_point' needs an equality-constrained linear relaxation whose Schur "
+                f"complement fits in memory (m <= 4000); got kind={formulation.kind!r}"
+                f"{' with eps' if formulation.eps is not None else ''}."
+            )
+        direct = _interior_point(
+            constraint,
+            polish,
+            symmetric,
+            scale,
+            tolerance,
+            time_limit,
+            start_time,
+            max_iterations=max_iterations,
+        )
+        return _package(formulation, direct, "interior_point", start_time)
+    settings = AdmmSettings(
+        tolerance=tolerance,
+        max_iterations=max_iterations,
+        time_limit=time_limit,
+        stop_on_stall=fallback,
+    )
     outcome = admm(
         constraint,
         shape,
@@ -134,7 +143,59 @@ def solve_first_order(
         device=formulation.b.device,
         initial_penalty=_initial_penalty(constraint, formulation.b.new_zeros(shape)),
     )
+    admm_outcome = _Outcome(
+        outcome.candidate,
+        outcome.status,
+        outcome.iterations,
+        outcome.history,
+        outcome.message,
+        {"polish_attempts": outcome.polish_attempts},
+    )
+    out_of_time = time_limit is not None and time.perf_counter() - start_time > time_limit
+    remaining = max_iterations - outcome.iterations  # max_iterations bounds both methods together
+    if outcome.status in (Status.CONVERGED, Status.DIVERGED) or not fallback or out_of_time or remaining < 1:
+        return _package(formulation, admm_outcome, "admm", start_time)
+    # ADMM stagnated (near a phase transition the solution is not strictly complementary and its rate
+    # degrades): the interior-point method converges regardless.
+    assert isinstance(constraint, AffineSet) and polish is not None  # implied by fallback
+    second = _interior_point(
+        constraint, polish, symmetric, scale, tolerance, time_limit, start_time, max_iterations=remaining
+    )
+    candidate = better(admm_outcome.candidate, second.candidate)
+    assert candidate is not None
+    status = Status.CONVERGED if candidate.certificate.satisfied else second.status
+    combined = _Outcome(
+        candidate,
+        status,
+        admm_outcome.iterations + second.iterations,
+        admm_outcome.history + second.history,
+        f"{admm_outcome.message}; then {second.message}",
+        {
+            **admm_outcome.info,
+            "admm_iterations": admm_outcome.iterations,
+            "ipm_iterations": second.iterations,
+        },
+    )
+    return _package(formulation, combined, "admm+interior_point", start_time)
+
+
+#: Newton steps of the interior-point method at most (it needs 15-40).
+IPM_MAX_ITERATIONS = 80
+
+
+@dataclasses.dataclass(frozen=True)
+class _Outcome:
+    candidate: Candidate | None
+    status: Status
+    iterations: int
+    history: tuple[dict[str, float], ...]
+    message: str
+    info: dict[str, object]
+
+
+def _package(formulation: Formulation, outcome: _Outcome, method: str, start_time: float) -> ConvexResult:
     candidate = outcome.candidate
+    assert candidate is not None
     status = outcome.status
     if status is Status.CONVERGED and not candidate.certificate.satisfied:
         status = Status.INACCURATE
@@ -145,15 +206,140 @@ def solve_first_order(
         outcome.iterations,
         time.perf_counter() - start_time,
         outcome.history,
-        "admm",
+        method,
         outcome.message,
-        {"polish_attempts": outcome.polish_attempts, "candidate_source": candidate.source},
+        {**outcome.info, "candidate_source": candidate.source},
     )
+
+
+def _interior_point(
+    constraint: AffineSet,
+    polish: Polish,
+    symmetric: bool,
+    scale: float,
+    tolerance: float,
+    time_limit: float | None,
+    start_time: float,
+    *,
+    max_iterations: int | None = None,
+) -> _Outcome:
+    """The interior-point method on B(Z) = b, its iterates certified after an exact projection onto C.
+
+    The refinement identifies the rank from the iterate's singular values, which split into O(1) and
+    O(mu) on the central path (threshold sqrt(mu s_1)), and hands the rank-r factors to the polish.
+    """
+    bmap, b = constraint.bmap, constraint.b
+
+    def feasible_factors(Z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        Z = constraint.project((Z + Z.mT) / 2 if symmetric else Z)
+        return nuclear_prox(Z, 0.0, symmetric=symmetric)
+
+    def certify(Z: torch.Tensor, y: torch.Tensor) -> Candidate:
+        U, s, V = feasible_factors(Z)
+        return dense_candidate(
+            U=U,
+            s=s,
+            V=V,
+            multiplier=y,
+            dual_matrix=bmap.adjoint(y),
+            dual_objective=float(y @ b),
+            primal_residual=constraint.residual((U * s) @ V.mT),
+            scale=scale,
+            symmetric=symmetric,
+            tolerance=tolerance,
+            source="interior-point",
+        )
+
+    def refine(Z: torch.Tensor, y: torch.Tensor, mu: float) -> Candidate | None:
+        U, s, V = feasible_factors(Z)
+        if s.numel() == 0:
+            return None
+        keep = s > (mu * float(s.max())) ** 0.5
+        return polish(U[:, keep], s[keep], V[:, keep], bmap.adjoint(y))
+
+    outcome = interior_point(
+        bmap,
+        b,
+        certify=certify,
+        refine=refine,
+        max_iterations=min(IPM_MAX_ITERATIONS, max_iterations or IPM_MAX_ITERATIONS),
+        time_limit=time_limit,
+        start_time=start_time,
+    )
+    return _Outcome(
+        outcome.candidate, outcome.status, outcome.iterations, outcome.history, outcome.message, {}
+    )
+
+
+Polish = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], Candidate | None]
+
+
+def _polish(constraint: ConstraintSet, *, symmetric: bool, scale: float, tolerance: float) -> Polish | None:
+    """The polish of rank-identified ADMM iterates for a linear constraint set (None for robust PCA).
+
+    Equality constraints: Gauss-Newton feasibility on the rank-r manifold + multiplier correction, then
+    Newton-KKT. Ball constraints: Newton-KKT with the ball's constraint row (the residual of length eps,
+    antiparallel to the multiplier); both reach round-off in a few steps once the rank is identified.
+    """
+    if not isinstance(constraint, AffineSet | BallSet):
+        return None
+    bmap, b = constraint.bmap, constraint.b
+    eps = constraint.eps if isinstance(constraint, BallSet) else None
+
+    def certify(
+        U: torch.Tensor, s: torch.Tensor, V: torch.Tensor, lam: torch.Tensor, source: str
+    ) -> Candidate:
+        residual = float(torch.linalg.vector_norm(bmap.apply_factored(U * s, V) - b))
+        dual_value = float(lam @ b)
+        if eps is not None:
+            residual = max(0.0, residual - eps)
+            dual_value -= eps * float(torch.linalg.vector_norm(lam))
+        return dense_candidate(
+            U=U,
+            s=s,
+            V=V,
+            multiplier=lam,
+            dual_matrix=bmap.adjoint(lam),
+            dual_objective=dual_value,
+            primal_residual=residual,
+            scale=scale,
+            symmetric=symmetric,
+            tolerance=tolerance,
+            source=source,
+        )
+
+    def polish(U: torch.Tensor, s: torch.Tensor, V: torch.Tensor, G: torch.Tensor) -> Candidate | None:
+        lam_admm = constraint.dual(G)[0]
+        best: Candidate | None = None
+        d1, d2 = bmap.shape
+        r = int(s.numel())
+        # 1. feasibility by Gauss-Newton on the rank-r manifold, then the multiplier; only where the
+        #    rank-r feasible set can be locally unique (dim T <= m)
+        if eps is None and ((d1 + d2 - r) * r <= bmap.num_measurements or symmetric):
+            outcome = gauss_newton(bmap, b, U, s, V, symmetric=symmetric)
+            for start, source in ((lam_admm, "polish-gauss-newton"), (None, "polish-least-squares")):
+                lam = corrected_multiplier(outcome.system, start)
+                best = better(best, certify(outcome.U, outcome.s, outcome.V, lam, source))
+                if best is not None and best.certificate.satisfied:
+                    return best
+        # 2. Newton on the KKT system of the factored problem (uses the objective as well). A symmetric
+        #    relaxation is solved as the general one, whose optimal set is closed under transposition
+        #    (B(Z) = B(Z^T)) and so holds the symmetric solution, then symmetrized.
+        if lam_admm is not None:
+            newton = kkt_newton(bmap, b, U, s, V, lam_admm, eps=eps)
+            if newton is not None:
+                factors = (newton.U, newton.s, newton.V)
+                if symmetric:
+                    factors = symmetrize(*factors)
+                best = better(best, certify(*factors, newton.multiplier, "polish-newton"))
+        return best
+
+    return polish
 
 
 def _infeasible_result(
     formulation: Formulation,
-    constraint: AffineSet,
+    constraint: AffineSet | BallSet,
     evaluate: object,
     tolerance: float,
     start_time: float,
@@ -164,9 +350,13 @@ def _infeasible_result(
     keep = s > 1e-12 * float(s.max()) if s.numel() else s > 0
     candidate = evaluate(U[:, keep], s[keep], Vh[keep].mT, torch.zeros_like(X))  # type: ignore[operator]
     message = (
-        f"b is not in the range of B: least-squares residual {constraint.infeasibility:.3g} "
-        f"(relative {constraint.infeasibility / max(constraint.scale, 1e-300):.3g}); the equality "
-        "constraint is infeasible (noisy data? pass eps)"
+        f"b is not in the range of B: infeasibility {constraint.infeasibility:.3g} "
+        f"(relative {constraint.infeasibility / max(constraint.scale, 1e-300):.3g}); "
+        + (
+            f"the ball ||B(Z) - b|| <= eps = {constraint.eps:.3g} does not reach range(B) (increase eps)"
+            if isinstance(constraint, BallSet)
+            else "the equality constraint is infeasible (noisy data? pass eps)"
+        )
     )
     return package_result(
         formulation,

@@ -18,6 +18,11 @@ also converges where the rank-r feasible set is not locally unique (e.g. below t
 whenever second-order sufficiency holds. Dense linear algebra: for (d1 + d2) r + m up to a few
 thousand.
 
+The noisy relaxation min ||Z||_* s.t. ||B(Z) - b|| <= eps (active ball, lambda != 0) has the same
+stationarity rows; its constraint row becomes B(L R^T) - b + eps lambda / ||lambda|| = 0 (the residual is
+antiparallel to the multiplier and has length eps), whose derivative in lambda,
+(eps / ||lambda||)(I - lambda lambda^T / ||lambda||^2), fills the (lambda, lambda) block of the matrix.
+
 References:
     Nocedal and Wright. Numerical Optimization (2006), Chapter 18 (Newton-KKT / SQP).
     Burer and Monteiro. A nonlinear programming algorithm for solving semidefinite programs via
@@ -28,6 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 
 import torch
 
@@ -57,14 +63,20 @@ def kkt_newton(
     V: torch.Tensor,
     lam: torch.Tensor,
     *,
+    eps: float | None = None,
     max_steps: int = 15,
 ) -> NewtonOutcome | None:
-    """Newton-KKT iterations from Z = U diag(s) V^T and multiplier lambda; None if the system is too big."""
+    """Newton-KKT iterations from Z = U diag(s) V^T and multiplier lambda; None if the system is too big.
+
+    ``eps``: the radius of the ball constraint ||B(Z) - b|| <= eps (None or 0: the equality B(Z) = b);
+    the ball must be active at the solution (lambda != 0).
+    """
     d1, d2 = bmap.shape
     r = int(s.numel())
     m = bmap.num_measurements
     n = (d1 + d2) * r
-    if r == 0 or n + m > KKT_SIZE_LIMIT:
+    ball = eps is not None and eps > 0
+    if r == 0 or n + m > KKT_SIZE_LIMIT or (ball and float(torch.linalg.vector_norm(lam)) == 0.0):
         return None
     root = s.sqrt()
     L, R = U * root, V * root
@@ -77,6 +89,12 @@ def kkt_newton(
         grad_L = L - G @ R
         grad_R = R - G.mT @ L
         constraint = bmap.apply_factored(L, R) - b
+        if ball:
+            lam_norm = float(torch.linalg.vector_norm(lam))
+            if not lam_norm > 0.0:
+                break
+            direction = lam / lam_norm
+            constraint = constraint + typing.cast(float, eps) * direction
         norm = math.sqrt(float(grad_L.square().sum() + grad_R.square().sum() + constraint.square().sum()))
         residuals.append(norm)
         if not norm < min(residuals[:-1], default=math.inf):
@@ -95,6 +113,11 @@ def kkt_newton(
         K[:n, :n] = H
         K[:n, n : n + m] = -J.mT
         K[n : n + m, :n] = -J
+        if ball:
+            curvature = (typing.cast(float, eps) / lam_norm) * (
+                torch.eye(m, dtype=b.dtype, device=b.device) - torch.outer(direction, direction)
+            )
+            K[n : n + m, n : n + m] = -curvature
         for index, (i, j) in enumerate(pairs):
             row = torch.zeros(n, dtype=b.dtype, device=b.device)
             skew = torch.zeros(r, r, dtype=b.dtype, device=b.device)

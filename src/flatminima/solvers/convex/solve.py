@@ -30,7 +30,7 @@ from flatminima.solvers.convex.lp_depth import LpResult, solve_lp
 from flatminima.solvers.result import ConvexResult
 
 BACKENDS = ("torch", "cvxpy")
-METHODS = ("auto", "admm", "factor_search")
+METHODS = ("auto", "admm", "interior_point", "factor_search")
 
 #: "auto" switches to the factor-space search above this many matrix entries d1 * d2 ...
 AUTO_MAX_ENTRIES = 300 * 300
@@ -153,11 +153,12 @@ def _solve(
         max_iterations=max_iterations if max_iterations is not None else 10_000,
         time_limit=time_limit,
         start_time=start,
+        method=chosen,
     )
 
 
 def _choose_method(formulation: Formulation, method: str) -> str:
-    """Resolve ``method="auto"``: Z-space ADMM for moderate sizes, factor search for large ones."""
+    """Resolve ``method="auto"``: Z-space ADMM (+ interior point) for moderate sizes, factor search above."""
     if method == "factor_search":
         if formulation.bmap is None or formulation.eps is not None or formulation.symmetric:
             raise ConfigurationError(
@@ -166,14 +167,16 @@ def _choose_method(formulation: Formulation, method: str) -> str:
                 f"{formulation.kind!r}{' with eps' if formulation.eps is not None else ''}."
             )
         return method
-    if method == "admm" or formulation.bmap is None or formulation.eps is not None or formulation.symmetric:
-        return "admm"
+    if method in ("admm", "interior_point"):
+        return method
+    if formulation.bmap is None or formulation.eps is not None or formulation.symmetric:
+        return "auto"
     d1, d2 = formulation.shape
     diagonal_gram = formulation.bmap.operator.diagonal_rescaling
     too_big = d1 * d2 > AUTO_MAX_ENTRIES or (
         not diagonal_gram and formulation.bmap.num_measurements > AUTO_MAX_DENSE_GRAM
     )
-    return "factor_search" if too_big else "admm"
+    return "factor_search" if too_big else "auto"
 
 
 def solve_flat(
@@ -205,8 +208,10 @@ def solve_flat(
     Args:
         instance: a problem instance (its dtype/device are kept by the result).
         backend: ``"torch"`` (first-order ADMM / factor search, certified) or ``"cvxpy"`` (Clarabel).
-        method: ``"auto"``, ``"admm"`` (d1 x d2 iterates) or ``"factor_search"`` (width-k factors, for large
-            structured instances).
+        method: ``"auto"`` (ADMM, handing over to the interior-point method where ADMM stagnates, or the
+            factor search for large instances), ``"admm"`` (d1 x d2 iterates), ``"interior_point"`` (the
+            SDP path-following method, equality constraints, m <= 4000) or ``"factor_search"`` (width-k
+            factors, for large structured instances).
         eps: noise level of the ball constraint (None: equality).
         depth: Hadamard depth k >= 2 for sparse_recovery (default 2, weighted l1).
         tolerance: relative KKT tolerance (default 1e-9 in float64; 1e-7 for the cvxpy backend).
