@@ -103,6 +103,7 @@ def admm(
     dtype: torch.dtype,
     device: torch.device,
     initial_penalty: float,
+    warm_start: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> AdmmOutcome:
     """Run ADMM until a candidate certificate meets ``settings.tolerance`` or a limit is hit.
 
@@ -117,6 +118,8 @@ def admm(
         dtype: dtype of the iterates.
         device: device of the iterates.
         initial_penalty: rho at the first iteration.
+        warm_start: (Z, G) to start from, a primal point and a subgradient estimate (W = G / rho);
+            None: zeros.
 
     Returns:
         The best candidate seen, with status CONVERGED iff its certificate meets the tolerance.
@@ -124,6 +127,8 @@ def admm(
     Z = torch.zeros(shape, dtype=dtype, device=device)
     W = torch.zeros_like(Z)
     rho = initial_penalty
+    if warm_start is not None:
+        Z, W = warm_start[0].clone(), warm_start[1] / rho
     history: list[dict[str, float]] = []
     best: Candidate | None = None
     polish_level = settings.polish_start

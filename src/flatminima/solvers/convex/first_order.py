@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import typing
 from collections.abc import Callable
 
 import torch
@@ -131,6 +132,7 @@ def solve_first_order(
         time_limit=time_limit,
         stop_on_stall=fallback,
     )
+    penalty = _initial_penalty(constraint, formulation.b.new_zeros(shape))
     outcome = admm(
         constraint,
         shape,
@@ -141,7 +143,7 @@ def solve_first_order(
         start_time=start_time,
         dtype=formulation.b.dtype,
         device=formulation.b.device,
-        initial_penalty=_initial_penalty(constraint, formulation.b.new_zeros(shape)),
+        initial_penalty=penalty,
     )
     admm_outcome = _Outcome(
         outcome.candidate,
@@ -163,16 +165,49 @@ def solve_first_order(
     )
     candidate = better(admm_outcome.candidate, second.candidate)
     assert candidate is not None
-    status = Status.CONVERGED if candidate.certificate.satisfied else second.status
+    stages = [admm_outcome, second]
+    remaining -= second.iterations
+    if not candidate.certificate.satisfied and remaining > 0 and second.candidate is not None:
+        # rounding stalls path following within a few multiples of 1e-9; ADMM restarted from its
+        # (Z, B^*(y)) gains the last digits at its linear rate (a factor of a few per 200 iterations)
+        start = second.candidate
+        restarted = admm(
+            constraint,
+            shape,
+            symmetric=symmetric,
+            settings=dataclasses.replace(
+                settings, max_iterations=min(remaining, RESTART_ITERATIONS), stop_on_stall=False
+            ),
+            evaluate=evaluate,
+            polish=polish,
+            start_time=start_time,
+            dtype=formulation.b.dtype,
+            device=formulation.b.device,
+            initial_penalty=penalty,
+            warm_start=((start.U * start.s) @ start.V.mT, typing.cast(torch.Tensor, start.dual_matrix)),
+        )
+        candidate = better(candidate, restarted.candidate)
+        stages.append(
+            _Outcome(
+                restarted.candidate,
+                restarted.status,
+                restarted.iterations,
+                restarted.history,
+                f"ADMM restarted from the interior point: {restarted.message}",
+                {},
+            )
+        )
+    assert candidate is not None
+    status = Status.CONVERGED if candidate.certificate.satisfied else stages[-1].status
     combined = _Outcome(
         candidate,
         status,
-        admm_outcome.iterations + second.iterations,
-        admm_outcome.history + second.history,
-        f"{admm_outcome.message}; then {second.message}",
+        sum(stage.iterations for stage in stages),
+        tuple(record for stage in stages for record in stage.history),
+        "; then ".join(stage.message for stage in stages),
         {
             **admm_outcome.info,
-            "admm_iterations": admm_outcome.iterations,
+            "admm_iterations": admm_outcome.iterations + sum(stage.iterations for stage in stages[2:]),
             "ipm_iterations": second.iterations,
         },
     )
@@ -181,6 +216,10 @@ def solve_first_order(
 
 #: Newton steps of the interior-point method at most (it needs 15-40).
 IPM_MAX_ITERATIONS = 80
+#: ADMM iterations at most after a restart from the interior point's answer.
+RESTART_ITERATIONS = 2000
+#: besides the central-path split, the refinement tries the ranks at this many largest spectral gaps.
+REFINE_RANKS = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -254,8 +293,20 @@ def _interior_point(
         U, s, V = feasible_factors(Z)
         if s.numel() == 0:
             return None
-        keep = s > (mu * float(s.max())) ** 0.5
-        return polish(U[:, keep], s[keep], V[:, keep], bmap.adjoint(y))
+        order = s.argsort(descending=True)
+        U, s, V = U[:, order], s[order], V[:, order]
+        # the central-path split sqrt(mu s_1), then the largest gaps s_r / s_(r+1) (degenerate solutions
+        # have singular values far below s_1 but above mu, which blur the split)
+        ranks = [int((s > (mu * float(s[0])) ** 0.5).sum())]
+        ratios = s[:-1] / s[1:].clamp_min(torch.finfo(s.dtype).tiny)
+        ranks += [int(i) + 1 for i in ratios.argsort(descending=True)[:REFINE_RANKS]]
+        G = bmap.adjoint(y)
+        best: Candidate | None = None
+        for r in dict.fromkeys(rank for rank in ranks if rank > 0):
+            best = better(best, polish(U[:, :r], s[:r], V[:, :r], G))
+            if best is not None and best.certificate.satisfied:
+                break
+        return best
 
     outcome = interior_point(
         bmap,
