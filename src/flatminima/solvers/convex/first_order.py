@@ -29,7 +29,6 @@ from __future__ import annotations
 import dataclasses
 import time
 import typing
-from collections.abc import Callable
 
 import torch
 
@@ -39,8 +38,7 @@ from flatminima.solvers.convex.certificate import Candidate, better, dense_candi
 from flatminima.solvers.convex.constraints import AffineSet, BallSet, ConstraintSet, L1BallSet
 from flatminima.solvers.convex.formulation import Formulation
 from flatminima.solvers.convex.interior_point import interior_point, interior_point_fits
-from flatminima.solvers.convex.newton import kkt_newton
-from flatminima.solvers.convex.polish import corrected_multiplier, gauss_newton, symmetrize
+from flatminima.solvers.convex.rank_polish import Polish, make_polish
 from flatminima.solvers.result import ConvexResult, Status
 
 
@@ -97,7 +95,7 @@ def solve_first_order(
             source="admm",
         )
 
-    polish = _polish(constraint, symmetric=symmetric, scale=scale, tolerance=tolerance)
+    polish = make_polish(constraint, symmetric=symmetric, scale=scale, tolerance=tolerance)
 
     if isinstance(constraint, AffineSet | BallSet) and constraint.infeasibility > tolerance * max(
         scale, 1e-300
@@ -320,72 +318,6 @@ def _interior_point(
     return _Outcome(
         outcome.candidate, outcome.status, outcome.iterations, outcome.history, outcome.message, {}
     )
-
-
-Polish = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], Candidate | None]
-
-
-def _polish(constraint: ConstraintSet, *, symmetric: bool, scale: float, tolerance: float) -> Polish | None:
-    """The polish of rank-identified ADMM iterates for a linear constraint set (None for robust PCA).
-
-    Equality constraints: Gauss-Newton feasibility on the rank-r manifold + multiplier correction, then
-    Newton-KKT. Ball constraints: Newton-KKT with the ball's constraint row (the residual of length eps,
-    antiparallel to the multiplier); both reach round-off in a few steps once the rank is identified.
-    """
-    if not isinstance(constraint, AffineSet | BallSet):
-        return None
-    bmap, b = constraint.bmap, constraint.b
-    eps = constraint.eps if isinstance(constraint, BallSet) else None
-
-    def certify(
-        U: torch.Tensor, s: torch.Tensor, V: torch.Tensor, lam: torch.Tensor, source: str
-    ) -> Candidate:
-        residual = float(torch.linalg.vector_norm(bmap.apply_factored(U * s, V) - b))
-        dual_value = float(lam @ b)
-        if eps is not None:
-            residual = max(0.0, residual - eps)
-            dual_value -= eps * float(torch.linalg.vector_norm(lam))
-        return dense_candidate(
-            U=U,
-            s=s,
-            V=V,
-            multiplier=lam,
-            dual_matrix=bmap.adjoint(lam),
-            dual_objective=dual_value,
-            primal_residual=residual,
-            scale=scale,
-            symmetric=symmetric,
-            tolerance=tolerance,
-            source=source,
-        )
-
-    def polish(U: torch.Tensor, s: torch.Tensor, V: torch.Tensor, G: torch.Tensor) -> Candidate | None:
-        lam_admm = constraint.dual(G)[0]
-        best: Candidate | None = None
-        d1, d2 = bmap.shape
-        r = int(s.numel())
-        # 1. feasibility by Gauss-Newton on the rank-r manifold, then the multiplier; only where the
-        #    rank-r feasible set can be locally unique (dim T <= m)
-        if eps is None and ((d1 + d2 - r) * r <= bmap.num_measurements or symmetric):
-            outcome = gauss_newton(bmap, b, U, s, V, symmetric=symmetric)
-            for start, source in ((lam_admm, "polish-gauss-newton"), (None, "polish-least-squares")):
-                lam = corrected_multiplier(outcome.system, start)
-                best = better(best, certify(outcome.U, outcome.s, outcome.V, lam, source))
-                if best is not None and best.certificate.satisfied:
-                    return best
-        # 2. Newton on the KKT system of the factored problem (uses the objective as well). A symmetric
-        #    relaxation is solved as the general one, whose optimal set is closed under transposition
-        #    (B(Z) = B(Z^T)) and so holds the symmetric solution, then symmetrized.
-        if lam_admm is not None:
-            newton = kkt_newton(bmap, b, U, s, V, lam_admm, eps=eps)
-            if newton is not None:
-                factors = (newton.U, newton.s, newton.V)
-                if symmetric:
-                    factors = symmetrize(*factors)
-                best = better(best, certify(*factors, newton.multiplier, "polish-newton"))
-        return best
-
-    return polish
 
 
 def _infeasible_result(
