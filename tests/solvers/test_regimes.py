@@ -125,3 +125,29 @@ def test_completion_at_the_transition_is_certified(method: str) -> None:
     assert result.certificate.primal_objective == pytest.approx(
         admm_only.certificate.primal_objective, rel=10 * gap
     )
+
+
+def test_square_rank_one_design_is_solved_at_the_conditioning_of_b() -> None:
+    # a square bilinear design (m = d1 d2 = 144) from the quick fig3-bilinear grid whose Gram matrix B B^*
+    # has condition number ~1e15 (B itself ~3e7): through the Gram it looked infeasible (residual 2.5e-9)
+    from flatminima.experiments.trial import Trial, trial_instance
+
+    trial = Trial(
+        sweep="fig3-bilinear/quick",
+        problem="bilinear_sensing",
+        params={"num_measurements": 144, "rank": 2, "shape": [12, 12]},
+        cell={"dim": 12, "measurements_per_dim": 12.0},
+        method="flat",
+        label="flat",
+        options={},
+        seed=0,
+        draw=4,
+        truth="cell",
+        tolerance=1e-6,
+    )
+    instance, _ = trial_instance(trial)
+    for solve in (solve_flat, solve_nuclear_norm):
+        result = solve(instance)
+        assert isinstance(result, ConvexResult)
+        assert result.status is Status.CONVERGED, result.message
+        assert result.recovery_error(instance.ground_truth) < 1e-9

@@ -268,7 +268,7 @@ def _interior_point(
     bmap, b = constraint.bmap, constraint.b
 
     def feasible_factors(Z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        Z = constraint.project((Z + Z.mT) / 2 if symmetric else Z)
+        Z = constraint.project_accurately((Z + Z.mT) / 2 if symmetric else Z)
         return nuclear_prox(Z, 0.0, symmetric=symmetric)
 
     def certify(Z: torch.Tensor, y: torch.Tensor) -> Candidate:

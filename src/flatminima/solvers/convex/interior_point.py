@@ -153,6 +153,9 @@ def interior_point(
         out[d1:, :d1] = G.mT / 2
         return out
 
+    gram_factor, info = torch.linalg.cholesky_ex(flat_rows @ flat_rows.mT)
+    if int(info) != 0:
+        gram_factor = None
     # a scale-aware start: xi ~ the size of the least-norm solution's singular values
     least_norm = torch.linalg.lstsq(flat_rows, b.unsqueeze(-1)).solution.reshape(d1, d2)
     xi = max(1.0, 2.0 * float(torch.linalg.matrix_norm(least_norm, ord=2)))
@@ -220,6 +223,12 @@ def interior_point(
             dy = solve_schur(rhs)  # noqa: B023
             dS = R_d - adjoint(dy)  # noqa: B023
             dX = _sym((R_c - X @ dS) @ T)  # noqa: B023
+            if gram_factor is not None:
+                # A(dX) = r_p holds only to rounding of order cond(M) eps, and near the end of the path
+                # that error lets the primal residual grow back; the least-norm correction restores it
+                # (A A^* = B B^* / 2 on the off-diagonal block, well conditioned)
+                defect = r_p - apply(dX)  # noqa: B023
+                dX = dX + adjoint(2 * torch.cholesky_solve(defect.unsqueeze(-1), gram_factor).squeeze(-1))
             return dX, dy, dS
 
         XS = X @ S
@@ -234,6 +243,7 @@ def interior_point(
         if not (alpha_p > 1e-12 or alpha_d > 1e-12):
             status, message = Status.INACCURATE, "interior point: no progress along the central path"
             break
+        history[-1]["alpha_primal"], history[-1]["alpha_dual"], history[-1]["sigma"] = alpha_p, alpha_d, sigma
         X = _sym(X + alpha_p * dX)
         y = y + alpha_d * dy
         S = _sym(S + alpha_d * dS)
