@@ -151,3 +151,21 @@ def test_square_rank_one_design_is_solved_at_the_conditioning_of_b() -> None:
         assert isinstance(result, ConvexResult)
         assert result.status is Status.CONVERGED, result.message
         assert result.recovery_error(instance.ground_truth) < 1e-9
+
+
+@pytest.mark.parametrize(
+    "kind", ["matrix_sensing", "bilinear_sensing", "matrix_completion", "quadratic_network"]
+)
+def test_interior_point_agrees_with_admm(kind: str) -> None:
+    from .conftest import recovery_instance
+
+    instance = recovery_instance(kind)
+    ipm = solve_flat(instance, method="interior_point")
+    admm = solve_flat(instance, method="admm")
+    assert isinstance(ipm, ConvexResult) and isinstance(admm, ConvexResult)
+    assert ipm.status is Status.CONVERGED, ipm.message
+    assert ipm.method == "interior_point"
+    assert ipm.recovery_error(instance.ground_truth) < 1e-6
+    assert float(torch.linalg.matrix_norm(ipm.matrix - admm.matrix)) < 1e-7
+    if kind == "quadratic_network":
+        assert torch.allclose(ipm.matrix, ipm.matrix.T, atol=1e-12)

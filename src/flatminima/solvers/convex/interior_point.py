@@ -93,7 +93,10 @@ def _step_to_boundary(X: torch.Tensor, dX: torch.Tensor) -> float:
         return 0.0
     W = torch.linalg.solve_triangular(factor, dX, upper=False)
     W = torch.linalg.solve_triangular(factor, W.mT, upper=False)
-    smallest = float(torch.linalg.eigvalsh(_sym(W))[0])
+    try:
+        smallest = float(torch.linalg.eigvalsh(_sym(W))[0])
+    except torch.linalg.LinAlgError:  # non-finite or pathological direction: no step
+        return 0.0
     return math.inf if smallest >= 0 else -1.0 / smallest
 
 
