@@ -44,6 +44,7 @@ from collections.abc import Callable
 
 import torch
 
+from flatminima.operators import EntryMask
 from flatminima.solvers.convex.certificate import Candidate, better
 from flatminima.solvers.convex.linear_map import ScaledMap
 from flatminima.solvers.result import Status
@@ -100,6 +101,42 @@ def _step_to_boundary(X: torch.Tensor, dX: torch.Tensor) -> float:
     return math.inf if smallest >= 0 else -1.0 / smallest
 
 
+def _schur_complement_function(
+    bmap: ScaledMap, rows: torch.Tensor
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """(X, T = S^{-1}) -> M with 4 M_lk = <B_l, X11 B_k T22 + T11 B_k X22 + X12 B_k^T T12 + T12 B_k^T X12>.
+
+    Dense rows: batched products, O(m d1 d2 (d1 + d2) + m^2 d1 d2). Entry masks B_k = w_k e_(i_k) e_(j_k)^T
+    (matrix completion): every term is a product of gathered entries,
+    4 M_lk = w_l w_k (X11[i_l, i_k] T22[j_k, j_l] + T11[i_l, i_k] X22[j_k, j_l] + X12[i_l, j_k] T12[i_k, j_l]
+    + T12[i_l, j_k] X12[i_k, j_l]), in O(m^2).
+    """
+    m, d1, _ = rows.shape
+    flat_rows = rows.reshape(m, -1)
+    if bmap.entry_mask:
+        operator = typing.cast(EntryMask, bmap.operator)
+        i, j = operator.rows, operator.cols
+        w = bmap._mask_weights(operator)
+        weights = torch.outer(w, w) / 4
+
+        def masked(X: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
+            X11, X12, X22 = X[:d1, :d1], X[:d1, d1:], X[d1:, d1:]
+            T11, T12, T22 = T[:d1, :d1], T[:d1, d1:], T[d1:, d1:]
+            diagonal_blocks = X11[i][:, i] * T22[j][:, j].mT + T11[i][:, i] * X22[j][:, j].mT
+            off_diagonal = X12[i][:, j] * T12[i][:, j].mT + T12[i][:, j] * X12[i][:, j].mT
+            return _sym(weights * (diagonal_blocks + off_diagonal))
+
+        return masked
+
+    def dense(X: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
+        X11, X12, X22 = X[:d1, :d1], X[:d1, d1:], X[d1:, d1:]
+        T11, T12, T22 = T[:d1, :d1], T[:d1, d1:], T[d1:, d1:]
+        products = X11 @ rows @ T22 + T11 @ rows @ X22 + X12 @ rows.mT @ T12 + T12 @ rows.mT @ X12
+        return _sym(flat_rows @ products.reshape(m, -1).mT) / 4
+
+    return dense
+
+
 def _schur_solver(M: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
     """Solve M dy = rhs: Cholesky, or LU where rounding cost M its definiteness (near the end of the path)."""
     factor, info = torch.linalg.cholesky_ex(M)
@@ -143,6 +180,7 @@ def interior_point(
     dtype, device = b.dtype, b.device
     rows = bmap.dense_rows().reshape(m, d1, d2)
     flat_rows = rows.reshape(m, -1)
+    schur_complement = _schur_complement_function(bmap, rows)
     eye = torch.eye(n, dtype=dtype, device=device)
     C = eye / 2
 
@@ -214,10 +252,7 @@ def interior_point(
             status, message = Status.INACCURATE, "interior point: S lost definiteness to rounding"
             break
         T = torch.cholesky_inverse(S_factor)
-        X11, X12, X22 = X[:d1, :d1], X[:d1, d1:], X[d1:, d1:]
-        T11, T12, T22 = T[:d1, :d1], T[:d1, d1:], T[d1:, d1:]
-        products = X11 @ rows @ T22 + T11 @ rows @ X22 + X12 @ rows.mT @ T12 + T12 @ rows.mT @ X12
-        M = _sym(flat_rows @ products.reshape(m, -1).mT) / 4
+        M = schur_complement(X, T)
         solve_schur = _schur_solver(M)
         XRdT = X @ R_d @ T
 
