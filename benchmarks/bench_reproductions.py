@@ -31,9 +31,9 @@ FIGURES = ("fig3-sensing", "fig3-bilinear", "fig3-completion", "fig3-quadratic",
 def summarize(frame: pandas.DataFrame) -> dict[str, object]:
     """Counts of failed, singular-D and lost trials, and solve-time quantiles, of one reproduction's CSV."""
     failed = frame[frame["status"] == "failed"]
-    messages = (
-        failed["error_message"].fillna("") if "error_message" in failed else pandas.Series([], dtype=str)
-    )
+    messages = failed["error_message"].fillna("").astype(str) if "error_message" in failed else None
+    if messages is None:
+        messages = pandas.Series([], dtype=str)
     singular = messages.str.contains("SingularRescalingError")
     times = frame["solve_time"].dropna() if "solve_time" in frame else pandas.Series([], dtype=float)
     return {
@@ -48,9 +48,10 @@ def summarize(frame: pandas.DataFrame) -> dict[str, object]:
     }
 
 
-def run(name: str, quick: bool, workers: int | None) -> dict[str, object]:
-    """Run one reproduction in a temporary folder and summarize its CSV files."""
-    with tempfile.TemporaryDirectory() as folder:
+def run(name: str, quick: bool, workers: int | None, out: str | None = None) -> dict[str, object]:
+    """Run one reproduction in ``out`` (default: a temporary folder) and summarize its CSV files."""
+    with tempfile.TemporaryDirectory() as temporary:
+        folder = str(Path(out) / name) if out else temporary
         command = [
             sys.executable,
             "-m",
@@ -77,9 +78,10 @@ def main() -> None:
     parser.add_argument("names", nargs="*", default=list(FIGURES))
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--out", default=None, help="keep each reproduction's CSV, figure and store here")
     args = parser.parse_args()
     for name in args.names:
-        row = run(name, args.quick, args.workers)
+        row = run(name, args.quick, args.workers, args.out)
         quantiles = row.pop("solve_time_quantiles")
         messages = row.pop("lost_messages")
         print(
