@@ -1,4 +1,4 @@
-"""Functional evaluation of an ``nn.Module`` over a fixed dataset, in an explicit train or eval mode.
+"""Functional evaluation of an ``nn.Module`` over a streamed dataset, in an explicit train or eval mode.
 
 The Hessian of a network with BatchNorm or dropout depends on the mode: in train mode BatchNorm
 normalizes with the statistics of the batch and dropout masks units; in eval mode both are fixed
@@ -7,25 +7,39 @@ whose mode matters, eval mode is used with a :class:`CurvatureWarning`.
 
 The module is deep-copied once and never mutated afterwards: in train mode the copy's BatchNorm
 layers stop tracking running statistics (so measuring never changes the user's model), and each
-``nn.Dropout`` draws one mask per batch from an explicit generator when the operator is built, so
-every Hessian-vector product sees the same loss.
+``nn.Dropout`` uses one fixed mask per batch, so every Hessian-vector product sees the same loss.
+The data is streamed (:mod:`._data`), never stored, so the masks are not stored either: one seed s is
+drawn from the caller's generator when the operator is built, and the mask of the l-th dropout layer
+on batch b is drawn from a fresh generator seeded with a hash of (s, b, l); every pass over the data
+draws the same masks, and only the current batch's masks are held.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch import nn
 
 from flatminima._checks import check_generator
-from flatminima.errors import ConfigurationError, InputDataError, InputTypeError
+from flatminima.curvature import _data
+from flatminima.curvature._arch import (
+    check_train_mode_layers,
+    find_random_layer,
+    math_attention,
+    prepare_copy,
+)
+from flatminima.errors import ConfigurationError, FlatminimaError, InputDataError, InputTypeError
 
 MODES: tuple[str, ...] = ("train", "eval")
+Batch = tuple[Any, torch.Tensor]
+Params = dict[str, torch.Tensor]
+LossClosure = Callable[[Params], torch.Tensor]
 
 
 class CurvatureWarning(UserWarning):
@@ -70,97 +84,121 @@ def resolve_mode(model: nn.Module, mode: str | None) -> str:
     return "eval"
 
 
+def mask_seed(seed: int, batch: int, layer: int) -> int:
+    """The seed of the mask of dropout layer ``layer`` on batch ``batch``: a 63-bit hash of the three."""
+    digest = hashlib.blake2b(f"{seed}:{batch}:{layer}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1
+
+
+@dataclasses.dataclass
+class DropoutMasks:
+    """Fixed inverted-dropout masks, keep ~ Bernoulli(1 - p) / (1 - p), redrawn from (seed, batch, layer).
+
+    ``shapes[layer][batch]`` records the (shape, dtype, device) of the layer's input on each batch
+    (from the first pass), so the masks of a batch can be drawn before the batch enters any
+    ``torch.func`` transform (random operations are not allowed under ``vmap``).
+    """
+
+    seed: int
+    device: torch.device
+    probabilities: dict[int, float] = dataclasses.field(default_factory=dict)
+    shapes: dict[int, dict[int, tuple[torch.Size, torch.dtype, torch.device]]] = dataclasses.field(
+        default_factory=dict
+    )
+
+    def draw(self, layer: int, batch: int) -> torch.Tensor:
+        """The mask of dropout layer ``layer`` on batch ``batch`` (the same at every call)."""
+        shape, dtype, device = self.shapes[layer][batch]
+        generator = torch.Generator(device=self.device).manual_seed(mask_seed(self.seed, batch, layer))
+        uniform = torch.rand(shape, generator=generator, device=self.device, dtype=torch.float32)
+        probability = self.probabilities[layer]
+        scale = 1.0 / (1.0 - probability) if probability < 1.0 else 0.0  # p = 1 drops every unit
+        return (uniform >= probability).to(device=device, dtype=dtype) * scale
+
+    def for_batch(self, batch: int) -> dict[int, torch.Tensor]:
+        """Every dropout layer's mask on batch ``batch``, by layer position."""
+        return {layer: self.draw(layer, batch) for layer, shapes in self.shapes.items() if batch in shapes}
+
+
 @dataclasses.dataclass
 class _BatchContext:
-    """Which batch the functional model is evaluating (read by fixed-mask dropout layers)."""
+    """Which batch the functional model evaluates and its dropout masks (read by fixed-mask layers)."""
 
     batch: int = 0
     recording: bool = False
+    masks: dict[int, torch.Tensor] = dataclasses.field(default_factory=dict)
 
 
 class _FixedMaskDropout(nn.Module):
-    """Inverted dropout with one mask per batch, drawn once from an explicit generator."""
+    """Inverted dropout with one fixed mask per batch (see :class:`DropoutMasks`)."""
 
-    def __init__(self, p: float, context: _BatchContext, generator: torch.Generator) -> None:
+    def __init__(self, name: str, layer: int, context: _BatchContext, table: DropoutMasks) -> None:
         super().__init__()
-        self.p = p
-        self.context = context
-        self.generator = generator
-        self.masks: dict[int, torch.Tensor] = {}
+        self.name, self.layer, self.context, self.table = name, layer, context, table
+
+    @property
+    def masks(self) -> dict[int, torch.Tensor]:
+        """The layer's mask on every batch, by batch index, redrawn now (for inspection: it holds all)."""
+        return {batch: self.table.draw(self.layer, batch) for batch in self.table.shapes.get(self.layer, {})}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mask = self.masks.get(self.context.batch)
-        if mask is None:
-            if not self.context.recording:  # pragma: no cover - masks are drawn at construction
-                raise ConfigurationError("internal: a dropout mask was requested for an unseen batch.")
-            keep = torch.rand(x.shape, generator=self.generator, device=self.generator.device) >= self.p
-            mask = keep.to(device=x.device, dtype=x.dtype) / (1.0 - self.p)
-            self.masks[self.context.batch] = mask
+        if self.context.recording:
+            if self.layer in self.context.masks:
+                raise ConfigurationError(
+                    f"mode='train' needs each nn.Dropout to be applied once per forward pass (one fixed "
+                    f"mask per batch); layer {self.name!r} is applied more than once. Use one module per use."
+                )
+            shapes = self.table.shapes.setdefault(self.layer, {})
+            shapes[self.context.batch] = (x.shape, x.dtype, x.device)
+            self.context.masks[self.layer] = self.table.draw(self.layer, self.context.batch)
+        mask = self.context.masks.get(self.layer)
+        if mask is None or mask.shape != x.shape:
+            raise InputDataError(
+                f"batches[{self.context.batch}] reaches dropout layer {self.name!r} with shape "
+                f"{tuple(x.shape)}, unlike on the first pass; the batches must be the same at every pass."
+            )
         return x * mask
 
 
-Batch = tuple[Any, torch.Tensor]
-
-
-def _check_batches(batches: Iterable[Any]) -> tuple[Batch, ...]:
-    """Materialize ``batches`` as a tuple of (inputs, targets) pairs and validate them."""
-    try:
-        listed = list(batches)
-    except TypeError as error:
-        raise InputTypeError(
-            f"batches must be an iterable of (inputs, targets) pairs; got {type(batches).__name__}."
-        ) from error
-    if not listed:
-        raise InputDataError("batches must hold at least one (inputs, targets) pair; got none.")
-    checked = []
-    for index, batch in enumerate(listed):
-        if not isinstance(batch, tuple | list) or len(batch) != 2:
-            raise InputDataError(
-                f"batches[{index}] must be a pair (inputs, targets); got {type(batch).__name__}"
-                + (f" of length {len(batch)}" if isinstance(batch, tuple | list) else "")
-                + "."
-            )
-        inputs, targets = batch
-        if not isinstance(targets, torch.Tensor) or targets.ndim == 0:
-            raise InputDataError(
-                f"batches[{index}][1] (targets) must be a tensor with a leading batch dimension; "
-                f"got {type(targets).__name__}."
-            )
-        checked.append((inputs, targets))
-    return tuple(checked)
-
-
 class ModelSource:
-    """A deep copy of a model prepared for functional calls in one mode, with its dataset and loss.
+    """A deep copy of a model prepared for functional calls in one mode, with its streamed data and loss.
 
     The dataset loss is the example-weighted average of the batch losses (``loss_fn`` must average
     over its batch, as ``reduction="mean"`` does), so it equals the mean loss over the whole dataset
-    whenever the batch losses do not interact (always in eval mode).
+    whenever the batch losses do not interact (always in eval mode). The batches are re-read at every
+    pass (see :mod:`._data`); :meth:`scan` is the first pass, which validates and counts them.
     """
 
     def __init__(
         self,
         model: nn.Module,
         loss_fn: Callable[[Any, torch.Tensor], torch.Tensor],
-        batches: Iterable[Any],
+        batches: Any,
         *,
         mode: str,
         generator: torch.Generator | None,
     ) -> None:
         if not callable(loss_fn):
             raise InputTypeError(f"loss_fn must be callable; got {type(loss_fn).__name__}.")
-        self.batches = _check_batches(batches)
+        _data.check_reduction(loss_fn)
+        first = next(iter(model.parameters()), None)
+        dtype = first.dtype if first is not None else torch.get_default_dtype()
+        device = first.device if first is not None else torch.device("cpu")
+        self.batches = _data.BatchStream(batches, dtype=dtype, device=device)
+        _data.check_order(batches, mode)
         self.loss_fn = loss_fn
         self.mode = mode
         self.context = _BatchContext()
+        self.dropout_masks: DropoutMasks | None = None
         self.model = copy.deepcopy(model)
+        prepare_copy(self.model)
         self.model.train(mode == "train")
         if mode == "train":
+            check_train_mode_layers(self.model)
             self._freeze_train_mode(generator)
         self.buffers = {name: b for name, b in self.model.named_buffers()}
-        sizes = [int(targets.shape[0]) for _, targets in self.batches]
-        self.num_examples = sum(sizes)
-        self.weights = tuple(size / self.num_examples for size in sizes)
+        self.weights: list[float] = []
+        self.num_examples = 0
 
     def _freeze_train_mode(self, generator: torch.Generator | None) -> None:
         for module in self.model.modules():
@@ -178,52 +216,135 @@ class ModelSource:
                 "(a torch.Generator) to draw one fixed dropout mask per batch."
             )
         check_generator("generator", generator)
-        for name in names:
+        seed = int(torch.randint(0, 2**62, (), generator=generator, device=generator.device))
+        self.dropout_masks = DropoutMasks(seed, generator.device)
+        for layer, name in enumerate(names):
             module = self.model.get_submodule(name)
             if type(module) is not nn.Dropout:
                 raise ConfigurationError(
                     f"mode='train' supports nn.Dropout only; layer {name!r} is "
                     f"{type(module).__name__}. Use mode='eval'."
                 )
+            self.dropout_masks.probabilities[layer] = float(module.p)
             parent_name, _, child = name.rpartition(".")
             parent = self.model.get_submodule(parent_name) if parent_name else self.model
-            setattr(parent, child, _FixedMaskDropout(module.p, self.context, generator))
+            setattr(parent, child, _FixedMaskDropout(name, layer, self.context, self.dropout_masks))
 
-    def forward(self, params: dict[str, torch.Tensor], index: int) -> Any:
+    # ---- evaluation ------------------------------------------------------------------------------
+    def _call(self, params: Params, inputs: Any, index: int, masks: dict[int, torch.Tensor]) -> Any:
+        self.context.batch, self.context.masks = index, masks
+        args = tuple(inputs) if isinstance(inputs, tuple | list) else (inputs,)
+        with math_attention():
+            return torch.func.functional_call(self.model, {**params, **self.buffers}, args)
+
+    def _masks(self, index: int) -> dict[int, torch.Tensor]:
+        return self.dropout_masks.for_batch(index) if self.dropout_masks is not None else {}
+
+    def batch_loss(self, index: int, inputs: Any, targets: torch.Tensor) -> LossClosure:
+        """The loss closure params -> L_b(params) of batch ``index`` (its dropout masks drawn now)."""
+        masks = self._masks(index)
+
+        def loss(params: Params) -> torch.Tensor:
+            return self.loss_fn(self._call(params, inputs, index, masks), targets)
+
+        return loss
+
+    def terms(self) -> Iterator[tuple[float, LossClosure]]:
+        """One pass: (n_b / N, params -> L_b(params)) for every batch b, streamed."""
+        for index, inputs, targets in self.batches.stream():
+            yield self.weights[index], self.batch_loss(index, inputs, targets)
+
+    def forward(self, params: Params, index: int) -> Any:
         """The model's output on batch ``index`` with the given parameters."""
         inputs, _ = self.batches[index]
-        self.context.batch = index
-        args = tuple(inputs) if isinstance(inputs, tuple | list) else (inputs,)
-        return torch.func.functional_call(self.model, {**params, **self.buffers}, args)
+        return self.forward_on(params, index, inputs)
 
-    def loss(self, params: dict[str, torch.Tensor], index: int) -> torch.Tensor:
+    def forward_on(self, params: Params, index: int, inputs: Any) -> Any:
+        """The model's output on ``inputs``, the inputs of batch ``index`` (whose dropout masks it uses)."""
+        return self._call(params, inputs, index, self._masks(index))
+
+    def loss(self, params: Params, index: int) -> torch.Tensor:
         """The loss on batch ``index``."""
-        return self.loss_fn(self.forward(params, index), self.batches[index][1])
+        inputs, targets = self.batches[index]
+        return self.batch_loss(index, inputs, targets)(params)
 
-    def record_masks(self, params: dict[str, torch.Tensor]) -> list[torch.Size | None]:
-        """Evaluate every batch once so that fixed dropout masks are drawn in a fixed order.
-
-        Returns the shape of the output on each batch (None where the output is not a tensor).
-        """
-        self.context.recording = True
-        shapes: list[torch.Size | None] = []
-        try:
-            with torch.no_grad():
-                for index in range(len(self.batches)):
-                    output = self.forward(params, index)
-                    shapes.append(output.shape if isinstance(output, torch.Tensor) else None)
-        finally:
-            self.context.recording = False
-        return shapes
-
-    def example_loss(
-        self, params: dict[str, torch.Tensor], inputs: Any, target: torch.Tensor
-    ) -> torch.Tensor:
+    def example_loss(self, params: Params, inputs: Any, target: torch.Tensor) -> torch.Tensor:
         """The loss on one example (inputs and target without their batch dimension)."""
         args = (
             tuple(x.unsqueeze(0) for x in inputs)
             if isinstance(inputs, tuple | list)
             else (inputs.unsqueeze(0),)
         )
-        output = torch.func.functional_call(self.model, {**params, **self.buffers}, args)
+        with math_attention():
+            output = torch.func.functional_call(self.model, {**params, **self.buffers}, args)
         return self.loss_fn(output, target.unsqueeze(0))
+
+    # ---- the first pass --------------------------------------------------------------------------
+    def scan(self, params: Params) -> Iterator[tuple[int, Any, torch.Tensor, Any]]:
+        """The first pass: validate every batch, count the examples and record the dropout shapes.
+
+        Yields (index, inputs, targets, outputs) per batch; when it is exhausted, :attr:`weights` and
+        :attr:`num_examples` are set. The loss is checked on every batch (it must be a finite scalar;
+        a failure, e.g. targets that do not match the outputs, names the batch), the mean reduction
+        on the first batch of two or more examples, and in train mode that the forward pass is
+        deterministic on the first batch.
+
+        Raises:
+            InputDataError: for a malformed batch, a failing forward pass or loss, or a non-finite or
+                non-scalar loss, naming the batch index.
+            ConfigurationError: if ``loss_fn`` does not average over its batch, or a layer is random
+                in train mode.
+        """
+        mean_checked = False
+        for index, inputs, targets in self.batches.stream():
+            outputs = self._record(params, index, inputs)
+            value = self._checked_loss(index, outputs, targets)
+            if not mean_checked:
+                mean_checked = _data.check_mean(self.loss_fn, index, outputs, targets, value)
+            if index == 0 and self.mode == "train":
+                self._check_deterministic(params, inputs)
+            yield index, inputs, targets, outputs
+        self.num_examples = self.batches.num_examples
+        self.weights = [size / self.num_examples for size in self.batches.sizes]
+
+    def _check_deterministic(self, params: Params, inputs: Any) -> None:
+        random = find_random_layer(self.model, lambda: self._record(params, 0, inputs))
+        if random is not None:
+            raise ConfigurationError(
+                f"mode='train' needs the same loss at every pass, but {random} gives different outputs "
+                "on the same batch (a random layer, e.g. functional dropout). Use mode='eval'."
+            )
+
+    def _record(self, params: Params, index: int, inputs: Any) -> Any:
+        self.context.recording = True
+        try:
+            with torch.no_grad():
+                return self._call(params, inputs, index, {})
+        except FlatminimaError:
+            raise
+        except (RuntimeError, ValueError, IndexError) as error:
+            raise _data.forward_error(index, inputs, error) from error
+        finally:
+            self.context.recording = False
+
+    def _checked_loss(self, index: int, outputs: Any, targets: torch.Tensor) -> torch.Tensor:
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                # mse_loss & co. warn, then broadcast, when the target size differs from the input size
+                warnings.filterwarnings("error", message=r".*target size.*", category=UserWarning)
+                value = self.loss_fn(outputs, targets)
+        except FlatminimaError:
+            raise
+        except (RuntimeError, ValueError, IndexError, UserWarning) as error:
+            raise _data.loss_error(index, outputs, targets, error) from error
+        if not isinstance(value, torch.Tensor) or value.ndim != 0:
+            shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+            raise InputDataError(
+                f"loss_fn must return a scalar (0-dim) tensor, the mean over its batch; got {shape} on "
+                f"batches[{index}]."
+            )
+        if not bool(torch.isfinite(value)):
+            raise InputDataError(
+                f"loss must be finite at the given parameters; got {float(value)} on batches[{index}]."
+            )
+        return value

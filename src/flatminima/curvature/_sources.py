@@ -1,20 +1,21 @@
 """Building the parts of a :class:`~flatminima.curvature.hessian.HessianOperator` from its sources.
 
 A Hessian operator is a weighted sum of scalar loss closures over a dict of named tensors (one per data
-batch for a model), the point, the names that are variables, and optional closed forms. This module
-turns models and objectives into those parts and validates parameter dicts.
+batch for a model, streamed: :class:`StreamedTerms` re-reads the batches at every iteration), the point,
+the names that are variables, and optional closed forms. This module turns models and objectives into
+those parts and validates parameter dicts.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
 from flatminima._checks import check_same_dtype_device, check_tensor
-from flatminima.curvature import taylor
+from flatminima.curvature import _arch, taylor
 from flatminima.curvature._model import ModelSource, resolve_mode
 from flatminima.errors import ConfigurationError, InputDataError, InputTypeError
 
@@ -51,8 +52,14 @@ def model_parts(
     mode: str | None,
     generator: torch.Generator | None,
     vectorize: bool,
+    ad_mode: str = "reverse",
 ) -> dict[str, Any]:
-    """The parts of the Hessian of the example-weighted dataset loss of ``model``."""
+    """The parts of the Hessian of the example-weighted dataset loss of ``model``, its data streamed.
+
+    One pass over ``batches`` validates and counts them (:meth:`ModelSource.scan`); on the first batch
+    one Hessian-vector product in ``ad_mode`` checks that the model can be differentiated twice, and
+    names the layer that cannot (:func:`._arch.diagnose`). The terms re-read the data at every pass.
+    """
     if not isinstance(model, nn.Module):
         raise InputTypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
     resolved = resolve_mode(model, mode)
@@ -65,19 +72,44 @@ def model_parts(
         )
     point = check_params(named)
     source = ModelSource(model, loss_fn, batches, mode=resolved, generator=generator)
-    output_shapes = source.record_masks(point)
-    terms = tuple((weight, _batch_loss(source, index)) for index, weight in enumerate(source.weights))
+    kind = taylor.loss_kind(loss_fn)
+    taylor_ready = kind is not None and taylor.supports(source.model, loss_fn, resolved)
+    for index, inputs, targets, outputs in source.scan(point):
+        shape = outputs.shape if isinstance(outputs, torch.Tensor) else None
+        taylor_ready = taylor_ready and taylor.batches_supported(kind or "", shape, inputs, targets)
+        if index == 0:
+            loss = source.batch_loss(index, inputs, targets)
+
+            def failure(error: BaseException, inputs: Any = inputs) -> ConfigurationError:
+                return _arch.diagnose(
+                    source.model, lambda: source.forward_on(point, 0, inputs), ad_mode, error
+                )
+
+            _arch.probe(loss, point, variables, ad_mode, failure)
     return {
-        "terms": terms,
+        "terms": StreamedTerms(source),
         "point": point,
         "variables": variables,
         "names": variables,
         "closed_hvp": None,
         "closed_grad": None,
-        "closed_quadratic_forms": _taylor_quadratic_forms(source, point, output_shapes),
+        "closed_quadratic_forms": _taylor_quadratic_forms(source, point) if taylor_ready else None,
         "source": source,
         "vectorize": vectorize,
     }
+
+
+class StreamedTerms:
+    """The terms (n_b / N, params -> L_b(params)) of a model's dataset loss, re-read at every iteration."""
+
+    def __init__(self, source: ModelSource) -> None:
+        self.source = source
+
+    def __iter__(self) -> Iterator[tuple[float, LossClosure]]:
+        return self.source.terms()
+
+    def __len__(self) -> int:
+        return len(self.source.weights)
 
 
 def objective_parts(
@@ -164,32 +196,16 @@ def _objective_names(objective: Any, names: Iterable[str] | None, count: int) ->
     return keys
 
 
-def _taylor_quadratic_forms(
-    source: ModelSource, point: Params, output_shapes: list[torch.Size | None]
-) -> Callable[[Params], torch.Tensor] | None:
-    """Directions -> v^T H v of the dataset loss by Taylor mode, where :mod:`.taylor` supports the model.
-
-    ``output_shapes`` are the model's output shapes on the batches (from the dropout-mask pass).
-    """
-    model, kind = source.model, taylor.loss_kind(source.loss_fn)
-    if kind is None or not taylor.supports(model, source.loss_fn, source.mode):
-        return None
-    for shape, (inputs, targets) in zip(output_shapes, source.batches, strict=True):
-        if not taylor.batches_supported(kind, shape, inputs, targets):
-            return None
+def _taylor_quadratic_forms(source: ModelSource, point: Params) -> Callable[[Params], torch.Tensor]:
+    """Directions -> v^T H v of the dataset loss by Taylor mode (:mod:`.taylor`), streamed over the data."""
+    model, kind = source.model, taylor.loss_kind(source.loss_fn) or ""
 
     def quadratic_forms(directions: Params) -> torch.Tensor:
-        parts = [
-            weight * taylor.quadratic_forms(model, kind, point, directions, inputs, targets)
-            for weight, (inputs, targets) in zip(source.weights, source.batches, strict=True)
-        ]
-        return torch.stack(parts).sum(dim=0)
+        first = next(iter(directions.values()))
+        total = first.new_zeros(first.shape[0])
+        for index, inputs, targets in source.batches.stream():
+            forms = taylor.quadratic_forms(model, kind, point, directions, inputs, targets)
+            total = total + source.weights[index] * forms
+        return total
 
     return quadratic_forms
-
-
-def _batch_loss(source: ModelSource, index: int) -> LossClosure:
-    def loss(params: Params) -> torch.Tensor:
-        return source.loss(params, index)
-
-    return loss

@@ -8,7 +8,8 @@ share one gradient pass and turn matrix-vector work into matrix-matrix work. Thr
 
 * a loss closure ``loss(params) -> scalar`` over a dict of named tensors (:class:`HessianOperator`);
 * a model, a loss function and a dataset, averaged exactly over every example, in an explicit train or
-  eval mode (:meth:`HessianOperator.from_model`);
+  eval mode (:meth:`HessianOperator.from_model`); the data is streamed, one batch at a time, at every
+  product (a list or a ``torch.utils.data.DataLoader``);
 * an objective of :mod:`flatminima.objectives` or anything with ``value(params)`` and optionally a
   closed-form ``hvp(params, direction)`` over a tuple of tensors (:meth:`HessianOperator.from_objective`).
 
@@ -34,6 +35,11 @@ from flatminima.errors import ConfigurationError, InputDataError, InputTypeError
 
 LossClosure = Callable[[Params], torch.Tensor]
 GroupLevel = str
+
+
+def _check_ad_mode(ad_mode: str) -> None:
+    if ad_mode not in ("reverse", "forward"):
+        raise ConfigurationError(f"ad_mode must be 'reverse' or 'forward'; got ad_mode={ad_mode!r}.")
 
 
 class HessianOperator(LinearOperator):
@@ -104,20 +110,31 @@ class HessianOperator(LinearOperator):
         Args:
             model: the network; it is deep-copied and never modified.
             loss_fn: ``loss_fn(outputs, targets)`` averaging over its batch (``reduction="mean"``).
-            batches: (inputs, targets) pairs covering the dataset, materialized once; the batch losses
-                are weighted by batch size, so the total is the mean over all examples.
+            batches: a re-iterable of (inputs, targets) pairs covering the dataset (a list, a
+                ``DataLoader``, anything whose ``__iter__`` returns a fresh iterator; not a one-shot
+                generator), never stored: every loss, gradient and product streams over it, one batch
+                at a time (:mod:`._data`). The batch losses are weighted by batch size, so the total
+                is the mean over all examples; every pass must give the same batch sizes.
             mode: "train" or "eval". In train mode BatchNorm uses batch statistics (the result then
                 depends on the batching) and running statistics are never updated; each ``nn.Dropout``
-                uses one fixed mask per batch drawn from ``generator``. If None, eval mode, with a
-                :class:`CurvatureWarning` when the model has BatchNorm or dropout.
-            generator: draws the dropout masks (required for mode="train" with dropout).
+                uses one fixed mask per batch, drawn from a seed hashed from (a seed drawn from
+                ``generator``, the batch index, the layer), so every pass sees the same masks; other
+                random layers are rejected. If None, eval mode, with a :class:`CurvatureWarning` when
+                the model has BatchNorm or dropout.
+            generator: draws the dropout masks' seed (required for mode="train" with dropout).
             vectorize: see the class.
             ad_mode: see the class.
 
+        Attention runs on ``scaled_dot_product_attention``'s MATH backend in every curvature pass
+        (:mod:`._arch`: the fused kernels have no second derivative); the model is untouched.
+
         Raises:
-            InputTypeError: if ``model`` is not an ``nn.Module``.
-            InputDataError: if no parameter requires grad, or a batch is malformed.
-            ConfigurationError: if ``mode`` is not "train", "eval" or None.
+            InputTypeError: if ``model`` is not an ``nn.Module``, or ``batches`` is not re-iterable.
+            InputDataError: naming the batch, if it is malformed (see :func:`._data.check_batch`), or
+                the model or ``loss_fn`` fails on it; or if no parameter requires grad.
+            ConfigurationError: if ``mode`` is not "train", "eval" or None, ``loss_fn`` does not
+                average over its batch (e.g. ``reduction="sum"``), or a layer cannot be measured
+                (named: random in train mode, or not twice differentiable on the first batch).
 
         Example:
             >>> g = torch.Generator().manual_seed(0)
@@ -128,10 +145,11 @@ class HessianOperator(LinearOperator):
             >>> H.size
             4
         """
-        parts = model_parts(model, loss_fn, batches, mode=mode, generator=generator, vectorize=vectorize)
-        operator = cls._create(**parts, ad_mode=ad_mode)
-        operator._check_loss()
-        return operator
+        _check_ad_mode(ad_mode)
+        parts = model_parts(
+            model, loss_fn, batches, mode=mode, generator=generator, vectorize=vectorize, ad_mode=ad_mode
+        )
+        return cls._create(**parts, ad_mode=ad_mode)  # the data pass of model_parts checked the loss
 
     @classmethod
     def from_objective(
@@ -198,8 +216,8 @@ class HessianOperator(LinearOperator):
     def _setup(
         self,
         *,
-        terms: tuple[tuple[float, LossClosure], ...],
-        hessian_terms: tuple[tuple[float, LossClosure], ...] | None = None,
+        terms: Iterable[tuple[float, LossClosure]],
+        hessian_terms: Iterable[tuple[float, LossClosure]] | None = None,
         block_weights: dict[str, float] | None = None,
         point: Params,
         variables: tuple[str, ...],
@@ -211,8 +229,7 @@ class HessianOperator(LinearOperator):
         vectorize: bool,
         ad_mode: str = "reverse",
     ) -> None:
-        if ad_mode not in ("reverse", "forward"):
-            raise ConfigurationError(f"ad_mode must be 'reverse' or 'forward'; got ad_mode={ad_mode!r}.")
+        _check_ad_mode(ad_mode)
         self._terms = terms
         self._hessian_terms = hessian_terms if hessian_terms is not None else terms
         self._block_weights = block_weights

@@ -19,7 +19,8 @@ weight-gradient tangent x0^T dy). For ReLU sigma'' = 0, the same convention auto
 Supported: ``nn.Sequential`` of ``nn.Linear``, ``nn.Tanh``, ``nn.Sigmoid``, ``nn.ReLU``, ``nn.Identity``,
 ``nn.Flatten`` (and ``nn.Dropout`` in eval mode) with ``torch.nn.functional.cross_entropy`` /
 ``mse_loss`` or ``nn.CrossEntropyLoss()`` / ``nn.MSELoss()`` at their defaults (mean reduction).
-:func:`supports` decides; everything else keeps Hessian-vector products.
+:func:`supports` decides; everything else (convolutions, normalization, embeddings, attention, residual
+blocks, train-mode dropout, hooked layers) keeps Hessian-vector products.
 
 References:
     A. Griewank, A. Walther. Evaluating Derivatives, 2nd ed. SIAM 2008, Chapter 13 (Taylor propagation).
@@ -57,13 +58,36 @@ def loss_kind(loss_fn: Callable[..., Any]) -> str | None:
 
 
 def supports(model: nn.Module, loss_fn: Callable[..., Any], mode: str) -> bool:
-    """True when :func:`quadratic_forms` applies to ``model`` and ``loss_fn`` in ``mode``."""
+    """True when :func:`quadratic_forms` applies to ``model`` and ``loss_fn`` in ``mode``.
+
+    Only a plain ``nn.Sequential`` of the supported layers qualifies (exact types: subclasses,
+    parametrized layers and nested containers are not), without forward hooks or pre-hooks (which
+    would change what the network computes); convolutions, normalization, embeddings, attention,
+    residual blocks and every other architecture keep Hessian-vector products.
+
+    Example:
+        >>> mlp = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+        >>> supports(mlp, nn.functional.cross_entropy, "eval")
+        True
+        >>> supports(nn.Sequential(nn.Conv1d(1, 2, 3), nn.Flatten()), nn.functional.cross_entropy, "eval")
+        False
+    """
     if type(model) is not nn.Sequential or loss_kind(loss_fn) is None:
+        return False
+    if _has_hooks(model):
         return False
     return all(
         type(layer) in _SUPPORTED and (type(layer) is not nn.Dropout or mode == "eval")
         for layer in model.children()
     )
+
+
+def _has_hooks(model: nn.Module) -> bool:
+    """Whether a module of ``model`` (or the global registry) has forward hooks or pre-hooks."""
+    hooks = nn.modules.module
+    if hooks._global_forward_hooks or hooks._global_forward_pre_hooks:
+        return True
+    return any(module._forward_hooks or module._forward_pre_hooks for module in model.modules())
 
 
 def quadratic_forms(
