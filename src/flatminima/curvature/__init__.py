@@ -1,12 +1,22 @@
 """Curvature of any PyTorch loss: Hessian operators and flatness measures with error bars.
 
 Operators: :class:`HessianOperator` (from a loss closure, a model and its data in an explicit train or
-eval mode, or an objective), :class:`MatrixOperator`, :class:`ScaledOperator`. Estimators are free
-functions named ``<method>_<quantity>``; stochastic ones take a required ``generator`` and return an
-:class:`Estimate` (value, standard error, number of Hessian-vector products).
+eval mode, or an objective), the curvature matrices of a model beyond the Hessian
+(:class:`GeneralizedGaussNewtonOperator`, :class:`FisherOperator`, :class:`EmpiricalFisherOperator`,
+chosen by name with :func:`curvature_operator`), :class:`MatrixOperator`, :class:`ScaledOperator`.
+Estimators are free functions named ``<method>_<quantity>``; stochastic ones take a required
+``generator`` and return an :class:`Estimate` (value, standard error, number of Hessian-vector products).
 """
 
 from flatminima.curvature._model import CurvatureWarning
+from flatminima.curvature.curvature_matrices import (
+    CURVATURES,
+    EmpiricalFisherOperator,
+    FisherOperator,
+    GeneralizedGaussNewtonOperator,
+    OutputCurvatureOperator,
+    curvature_operator,
+)
 from flatminima.curvature.density import SpectralDensity, lanczos_spectral_density
 from flatminima.curvature.diagonal import exact_hessian_diagonal, hutchinson_hessian_diagonal
 from flatminima.curvature.epsilon import EpsilonSharpness, EpsilonSharpnessObjective, epsilon_sharpness
@@ -19,7 +29,14 @@ from flatminima.curvature.gradients import gradient_variance, path_norm
 from flatminima.curvature.hessian import HessianOperator
 from flatminima.curvature.lanczos import LanczosResult, lanczos_eigenvalues
 from flatminima.curvature.linear_operator import LinearOperator, MatrixOperator, ScaledOperator
-from flatminima.curvature.measure import MEASURES, MeasureRecord, MeasureTable, MeasureValue, measure
+from flatminima.curvature.measure import (
+    MEASURES,
+    MeasureFailureWarning,
+    MeasureRecord,
+    MeasureTable,
+    MeasureValue,
+    measure,
+)
 from flatminima.curvature.pac_bayes import PacBayesSigma, jiang_pac_bayes_bounds, pac_bayes_sigma
 from flatminima.curvature.trace import (
     exact_scaled_trace,
@@ -31,23 +48,30 @@ from flatminima.curvature.trace import (
 from flatminima.curvature.worst_case import WorstCaseSharpness, worst_case_sharpness
 
 __all__ = [
+    "CURVATURES",
     "MEASURES",
     "CurvatureWarning",
+    "EmpiricalFisherOperator",
     "EpsilonSharpness",
     "EpsilonSharpnessObjective",
     "Estimate",
+    "FisherOperator",
+    "GeneralizedGaussNewtonOperator",
     "HessianOperator",
     "LanczosResult",
     "LinearOperator",
     "MatrixOperator",
+    "MeasureFailureWarning",
     "MeasureRecord",
     "MeasureTable",
     "MeasureValue",
+    "OutputCurvatureOperator",
     "PacBayesSigma",
     "ScaledOperator",
     "SpectralDensity",
     "VectorEstimate",
     "WorstCaseSharpness",
+    "curvature_operator",
     "epsilon_sharpness",
     "exact_hessian_diagonal",
     "exact_scaled_trace",

@@ -1,0 +1,153 @@
+"""The base of the curvature matrices beyond the Hessian: :class:`OutputCurvatureOperator`.
+
+It owns what the generalized Gauss-Newton and the two Fisher matrices of
+:mod:`~flatminima.curvature.curvature_matrices` share: the model function and its parameter layout,
+the structure of ``HessianOperator`` (size, point, parameter groups, :meth:`~OutputCurvatureOperator.select`
+for a diagonal block, ``block_scale``) and the products sum_b J_b^T M_b J_b / N and their quadratic forms
+(a Jacobian-vector product, the output-space matrix M_b, a vector-Jacobian product, streamed over the
+batches). The subclasses only name the matrix and build M_b (see :mod:`.curvature_outputs`).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from flatminima.curvature._layout import ParameterLayout
+from flatminima.curvature.curvature_outputs import (
+    ModelFunction,
+    OutputMatrix,
+    Params,
+    jacobian_products,
+    loss_kind_of,
+    transposed_jacobian_products,
+)
+from flatminima.curvature.linear_operator import LinearOperator
+from flatminima.errors import InputTypeError
+
+LossFunction = Callable[[Any, torch.Tensor], torch.Tensor]
+
+
+class OutputCurvatureOperator(LinearOperator):
+    """sum_b J_b^T M_b J_b over the trainable parameters of a model (base of the GGN and Fisher operators).
+
+    Vectors are flat like those of ``HessianOperator``: the selected parameters, each flattened,
+    concatenated in parameter order. Subclasses set :attr:`curvature` and build the matrices M_b.
+    """
+
+    #: the name of the matrix in :data:`~flatminima.curvature.curvature_matrices.CURVATURES`.
+    curvature: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFunction,
+        batches: Iterable[Any],
+        *,
+        mode: str | None,
+        vectorize: bool,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise InputTypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
+        self.loss_kind = loss_kind_of(loss_fn, self.curvature)
+        self.function = ModelFunction(model, batches, mode=mode, curvature=self.curvature)
+        self.vectorize = bool(vectorize)
+        variables = self.function.variables
+        self._layout = ParameterLayout(self.function.point, variables, variables)
+        first = self.function.point[variables[0]]
+        self._dtype, self._device = first.dtype, first.device
+        self._matrices: tuple[OutputMatrix, ...] = ()
+
+    # ---- structure (as HessianOperator) ----------------------------------------------------------
+    @property
+    def size(self) -> int:
+        """n, the number of selected scalar parameters."""
+        return self._layout.size
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The parameters' dtype."""
+        return self._dtype
+
+    @property
+    def device(self) -> torch.device:
+        """The parameters' device."""
+        return self._device
+
+    @property
+    def mode(self) -> str:
+        """The mode the model is evaluated in, "train" or "eval"."""
+        return self.function.mode
+
+    @property
+    def num_examples(self) -> int:
+        """N, the number of examples over all batches."""
+        return self.function.num_examples
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The selected parameter names, in order."""
+        return self._layout.names
+
+    @property
+    def point(self) -> torch.Tensor:
+        """The selected parameters at the point, flattened, shape (n,)."""
+        return self._layout.flatten(self._layout.point)
+
+    def unflatten(self, vector: torch.Tensor) -> Params:
+        """Split a flat (n,) vector into the selected parameters' shapes."""
+        self._check_vectors("vector", vector, ndim=1)
+        return self._layout.unflatten(vector)
+
+    def select(self, *selectors: str | int) -> OutputCurvatureOperator:
+        """The diagonal block C_gg over the parameters matching any selector (see HessianOperator.select)."""
+        names = self._layout.selection(selectors)
+        selected = copy.copy(self)
+        selected._layout = ParameterLayout(self._layout.point, self._layout.variables, names)
+        return selected
+
+    def groups(self, level: str = "parameter") -> dict[str, tuple[str, ...]]:
+        """Parameter groups of the selection: one per tensor ("parameter") or per layer ("module")."""
+        return self._layout.groups(level)
+
+    def block_scale(self, block_weights: Mapping[str, float] | None = None) -> torch.Tensor:
+        """The diagonal scale of the block-weighted trace (see ``HessianOperator.block_scale``)."""
+        return self._layout.block_scale({}, block_weights or {})
+
+    # ---- products ----------------------------------------------------------------------------------
+    def _matmat(self, V: torch.Tensor) -> torch.Tensor:
+        batch = int(V.shape[1])
+        tangents = self._layout.unflatten(V.mT)
+        total = torch.zeros(batch, self.size, dtype=self.dtype, device=self.device)
+        for index, inputs, _ in self.function.stream():
+            forward, primal = self._forward(inputs, index), self._selected_point()
+            outputs = jacobian_products(forward, primal, tangents, batch, vectorize=self.vectorize)
+            weighted = self._matrices[index].apply(outputs.reshape(*outputs.shape[:2], -1))
+            pulled = transposed_jacobian_products(
+                forward, primal, weighted.reshape(outputs.shape), batch, vectorize=self.vectorize
+            )
+            total = total + self._layout.flatten_batched(pulled, batch)
+        return (total.mT / self.num_examples).detach()
+
+    def _quadratic_forms(self, V: torch.Tensor) -> torch.Tensor:
+        batch = int(V.shape[1])
+        tangents = self._layout.unflatten(V.mT)
+        total = torch.zeros(batch, dtype=self.dtype, device=self.device)
+        for index, inputs, _ in self.function.stream():
+            forward, primal = self._forward(inputs, index), self._selected_point()
+            outputs = jacobian_products(forward, primal, tangents, batch, vectorize=self.vectorize)
+            total = total + self._matrices[index].quadratic(outputs.reshape(*outputs.shape[:2], -1))
+        return (total / self.num_examples).detach()
+
+    def _selected_point(self) -> Params:
+        return {name: self._layout.point[name] for name in self.names}
+
+    def _forward(self, inputs: Any, index: int) -> Callable[[Params], torch.Tensor]:
+        def forward(selected: Params) -> torch.Tensor:
+            return self.function.forward(self._layout.with_selected(selected), inputs, index)
+
+        return forward
