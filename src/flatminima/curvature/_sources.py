@@ -3,7 +3,9 @@
 A Hessian operator is a weighted sum of scalar loss closures over a dict of named tensors (one per data
 batch for a model, streamed: :class:`StreamedTerms` re-reads the batches at every iteration), the point,
 the names that are variables, and optional closed forms. This module turns models and objectives into
-those parts and validates parameter dicts.
+those parts and validates parameter dicts. A model's batches may be one rank's shard of the dataset
+(:mod:`._distributed`): the weights n_b / N then use the N of every rank's shards, and the operator sums
+its rank-local results over the process group.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import torch
 from torch import nn
 
 from flatminima._checks import check_same_dtype_device, check_tensor
-from flatminima.curvature import _arch, taylor
+from flatminima.curvature import _arch, _distributed, taylor
 from flatminima.curvature._model import ModelSource, resolve_mode
 from flatminima.errors import ConfigurationError, InputDataError, InputTypeError
 
@@ -53,12 +55,15 @@ def model_parts(
     generator: torch.Generator | None,
     vectorize: bool,
     ad_mode: str = "reverse",
+    process_group: Any = None,
 ) -> dict[str, Any]:
     """The parts of the Hessian of the example-weighted dataset loss of ``model``, its data streamed.
 
     One pass over ``batches`` validates and counts them (:meth:`ModelSource.scan`); on the first batch
     one Hessian-vector product in ``ad_mode`` checks that the model can be differentiated twice, and
     names the layer that cannot (:func:`._arch.diagnose`). The terms re-read the data at every pass.
+    Under a process group (:func:`._distributed.resolve_group`), ``batches`` is this rank's shard: N is
+    summed over the ranks and Taylor-mode forms are used only if every rank's batches allow them.
     """
     if not isinstance(model, nn.Module):
         raise InputTypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
@@ -71,6 +76,7 @@ def model_parts(
             "call requires_grad_(True) on the parameters to measure."
         )
     point = check_params(named)
+    group = _distributed.resolve_group(process_group)
     source = ModelSource(model, loss_fn, batches, mode=resolved, generator=generator)
     kind = taylor.loss_kind(loss_fn)
     taylor_ready = kind is not None and taylor.supports(source.model, loss_fn, resolved)
@@ -86,6 +92,12 @@ def model_parts(
                 )
 
             _arch.probe(loss, point, variables, ad_mode, failure)
+    if group is not None:
+        total, (taylor_ready,) = _distributed.combine_shards(
+            source.num_examples, point, (taylor_ready,), group
+        )
+        source.num_examples = total
+        source.weights = [size / total for size in source.batches.sizes]
     return {
         "terms": StreamedTerms(source),
         "point": point,
@@ -96,6 +108,7 @@ def model_parts(
         "closed_quadratic_forms": _taylor_quadratic_forms(source, point) if taylor_ready else None,
         "source": source,
         "vectorize": vectorize,
+        "process_group": group,
     }
 
 

@@ -5,7 +5,9 @@ It owns what the generalized Gauss-Newton and the two Fisher matrices of
 the structure of ``HessianOperator`` (size, point, parameter groups, :meth:`~OutputCurvatureOperator.select`
 for a diagonal block, ``block_scale``) and the products sum_b J_b^T M_b J_b / N and their quadratic forms
 (a Jacobian-vector product, the output-space matrix M_b, a vector-Jacobian product, streamed over the
-batches). The subclasses only name the matrix and build M_b (see :mod:`.curvature_outputs`).
+batches). The subclasses only name the matrix and build M_b (see :mod:`.curvature_outputs`). Under a
+``torch.distributed`` process group each rank streams its shard and every product is all-reduced
+(:mod:`._distributed`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from flatminima.curvature._distributed import all_reduce_sum, resolve_group
 from flatminima.curvature._layout import ParameterLayout
 from flatminima.curvature.curvature_outputs import (
     ModelFunction,
@@ -50,11 +53,15 @@ class OutputCurvatureOperator(LinearOperator):
         *,
         mode: str | None,
         vectorize: bool,
+        process_group: Any = None,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise InputTypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
         self.loss_kind = loss_kind_of(loss_fn, self.curvature)
-        self.function = ModelFunction(model, batches, mode=mode, curvature=self.curvature)
+        group = resolve_group(process_group)
+        self.function = ModelFunction(
+            model, batches, mode=mode, curvature=self.curvature, process_group=group
+        )
         self.vectorize = bool(vectorize)
         variables = self.function.variables
         self._layout = ParameterLayout(self.function.point, variables, variables)
@@ -85,7 +92,7 @@ class OutputCurvatureOperator(LinearOperator):
 
     @property
     def num_examples(self) -> int:
-        """N, the number of examples over all batches."""
+        """N, the number of examples over all batches (of every rank, under a process group)."""
         return self.function.num_examples
 
     @property
@@ -131,7 +138,7 @@ class OutputCurvatureOperator(LinearOperator):
                 forward, primal, weighted.reshape(outputs.shape), batch, vectorize=self.vectorize
             )
             total = total + self._layout.flatten_batched(pulled, batch)
-        return (total.mT / self.num_examples).detach()
+        return all_reduce_sum(total.mT / self.num_examples, self.function.process_group).detach()
 
     def _quadratic_forms(self, V: torch.Tensor) -> torch.Tensor:
         batch = int(V.shape[1])
@@ -141,7 +148,7 @@ class OutputCurvatureOperator(LinearOperator):
             forward, primal = self._forward(inputs, index), self._selected_point()
             outputs = jacobian_products(forward, primal, tangents, batch, vectorize=self.vectorize)
             total = total + self._matrices[index].quadratic(outputs.reshape(*outputs.shape[:2], -1))
-        return (total / self.num_examples).detach()
+        return all_reduce_sum(total / self.num_examples, self.function.process_group).detach()
 
     def _selected_point(self) -> Params:
         return {name: self._layout.point[name] for name in self.names}

@@ -81,6 +81,10 @@ class GeneralizedGaussNewtonOperator(OutputCurvatureOperator):
         mode: "train" or "eval" (see ``HessianOperator.from_model``); dropout is supported in eval mode
             only. If None, eval mode, with a :class:`CurvatureWarning` for BatchNorm or dropout.
         vectorize: apply blocks of vectors with ``torch.func.vmap`` (a loop when False).
+        process_group: None (the default group if ``torch.distributed`` is initialized, else this
+            process), ``"local"`` or a ``ProcessGroup``: under a group of several processes ``batches``
+            is this rank's shard and every product is summed over the ranks (see
+            ``HessianOperator.from_model``).
 
     Raises:
         InputTypeError: if ``model`` is not an ``nn.Module`` or ``loss_fn`` is not callable.
@@ -110,8 +114,9 @@ class GeneralizedGaussNewtonOperator(OutputCurvatureOperator):
         *,
         mode: str | None = None,
         vectorize: bool = True,
+        process_group: Any = None,
     ) -> None:
-        super().__init__(model, loss_fn, batches, mode=mode, vectorize=vectorize)
+        super().__init__(model, loss_fn, batches, mode=mode, vectorize=vectorize, process_group=process_group)
         self._matrices = per_batch(
             self.function, self.loss_kind, lambda outputs, _: output_hessian(self.loss_kind, outputs)
         )
@@ -131,8 +136,10 @@ class FisherOperator(OutputCurvatureOperator):
 
     Args:
         model, loss_fn, batches, mode, vectorize: as :class:`GeneralizedGaussNewtonOperator`.
-        generator: draws the labels (required).
+        generator: draws the labels (required); each rank draws its own batches' labels, so seed it
+            differently per rank (e.g. ``seed + rank``) under a process group.
         num_samples: S, labels per example (>= 1).
+        process_group: as :class:`GeneralizedGaussNewtonOperator`.
 
     Raises:
         InputTypeError: if ``generator`` is missing, and as :class:`GeneralizedGaussNewtonOperator`.
@@ -163,10 +170,11 @@ class FisherOperator(OutputCurvatureOperator):
         num_samples: int = 1,
         mode: str | None = None,
         vectorize: bool = True,
+        process_group: Any = None,
     ) -> None:
         checked = check_generator("generator", generator)
         self.num_samples = check_int_in_range("num_samples", num_samples, low=1)
-        super().__init__(model, loss_fn, batches, mode=mode, vectorize=vectorize)
+        super().__init__(model, loss_fn, batches, mode=mode, vectorize=vectorize, process_group=process_group)
 
         samples = []
 
@@ -196,7 +204,8 @@ class EmpiricalFisherOperator(OutputCurvatureOperator):
     compare the two on your model rather than assume it.
 
     Args:
-        model, loss_fn, batches, mode, vectorize: as :class:`GeneralizedGaussNewtonOperator`.
+        model, loss_fn, batches, mode, vectorize, process_group: as
+            :class:`GeneralizedGaussNewtonOperator`.
 
     Raises:
         As :class:`GeneralizedGaussNewtonOperator`.
@@ -226,8 +235,9 @@ class EmpiricalFisherOperator(OutputCurvatureOperator):
         *,
         mode: str | None = None,
         vectorize: bool = True,
+        process_group: Any = None,
     ) -> None:
-        super().__init__(model, loss_fn, batches, mode=mode, vectorize=vectorize)
+        super().__init__(model, loss_fn, batches, mode=mode, vectorize=vectorize, process_group=process_group)
 
         def build(outputs: torch.Tensor, targets: torch.Tensor) -> OutputMatrix:
             return outer_products(true_label_gradients(self.loss_kind, outputs, targets)[:, None, :])
@@ -246,6 +256,7 @@ def curvature_operator(
     num_samples: int | None = None,
     vectorize: bool = True,
     ad_mode: str | None = None,
+    process_group: Any = None,
 ) -> HessianOperator | OutputCurvatureOperator:
     """The curvature matrix ``curvature`` of a model's dataset loss, as a linear operator.
 
@@ -263,6 +274,9 @@ def curvature_operator(
         num_samples: labels per example of the Fisher (default 1); only for "fisher".
         vectorize: apply blocks of vectors with ``torch.func.vmap``.
         ad_mode: the Hessian's differentiation mode (see ``HessianOperator``); only for "hessian".
+        process_group: None (the default group if ``torch.distributed`` is initialized), ``"local"``
+            or a ``ProcessGroup``: ``batches`` is then this rank's shard and every product is summed
+            over the ranks (see ``HessianOperator.from_model``).
 
     Raises:
         ConfigurationError: for an unknown ``curvature``, or ``num_samples`` / ``ad_mode`` given for a
@@ -300,9 +314,12 @@ def curvature_operator(
             generator=generator,
             vectorize=vectorize,
             ad_mode="reverse" if ad_mode is None else ad_mode,
+            process_group=process_group,
         )
     if curvature == "ggn":
-        return GeneralizedGaussNewtonOperator(model, loss_fn, batches, mode=mode, vectorize=vectorize)
+        return GeneralizedGaussNewtonOperator(
+            model, loss_fn, batches, mode=mode, vectorize=vectorize, process_group=process_group
+        )
     if curvature == "fisher":
         return FisherOperator(
             model,
@@ -312,5 +329,8 @@ def curvature_operator(
             num_samples=1 if num_samples is None else num_samples,
             mode=mode,
             vectorize=vectorize,
+            process_group=process_group,
         )
-    return EmpiricalFisherOperator(model, loss_fn, batches, mode=mode, vectorize=vectorize)
+    return EmpiricalFisherOperator(
+        model, loss_fn, batches, mode=mode, vectorize=vectorize, process_group=process_group
+    )

@@ -32,6 +32,7 @@ from torch.utils.data import RandomSampler
 
 from flatminima._checks import check_generator, check_int_in_range
 from flatminima.curvature import taylor
+from flatminima.curvature._distributed import combine_shards
 from flatminima.curvature._model import dropout_modules, resolve_mode
 from flatminima.errors import ConfigurationError, InputDataError, InputTypeError
 
@@ -91,7 +92,9 @@ class ModelFunction:
     with the statistics of each batch and never updates its running statistics (so f_b couples the
     examples of batch b); dropout is not supported in train mode (its random masks would change every
     product), unlike ``HessianOperator.from_model``, which fixes one mask per batch. If ``mode`` is
-    None, eval mode, with a :class:`CurvatureWarning` when the model has BatchNorm or dropout.
+    None, eval mode, with a :class:`CurvatureWarning` when the model has BatchNorm or dropout. Under a
+    ``process_group`` (resolved, see :mod:`._distributed`) ``batches`` is this rank's shard and N, summed
+    over the ranks at the end of the first pass, counts every rank's examples.
 
     Raises:
         InputTypeError: if ``model`` is not an ``nn.Module`` or ``batches`` is not re-iterable.
@@ -99,7 +102,15 @@ class ModelFunction:
         ConfigurationError: for an unknown ``mode``, dropout in train mode, or a shuffling DataLoader.
     """
 
-    def __init__(self, model: nn.Module, batches: Iterable[Any], *, mode: str | None, curvature: str) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        batches: Iterable[Any],
+        *,
+        mode: str | None,
+        curvature: str,
+        process_group: Any = None,
+    ) -> None:
         if not isinstance(model, nn.Module):
             raise InputTypeError(f"model must be a torch.nn.Module; got {type(model).__name__}.")
         if isinstance(batches, Iterator) or not hasattr(batches, "__iter__"):
@@ -149,11 +160,13 @@ class ModelFunction:
         self.buffers = dict(self.model.named_buffers())
         self.targets: list[torch.Tensor] = []
         self._recorded = False
+        self.process_group = process_group
+        self._total: int | None = None
 
     @property
     def num_examples(self) -> int:
-        """N, the number of examples (after the first pass)."""
-        return sum(int(targets.shape[0]) for targets in self.targets)
+        """N, the number of examples (after the first pass; over every rank's shard under a group)."""
+        return self._total if self._total is not None else sum(int(t.shape[0]) for t in self.targets)
 
     def stream(self) -> Iterator[tuple[int, Any, torch.Tensor]]:
         """One pass over the data: (index, inputs, targets) per batch, checked against the first pass.
@@ -178,6 +191,8 @@ class ModelFunction:
             if not self.targets:
                 raise InputDataError("batches must hold at least one (inputs, targets) pair; got none.")
             self._recorded = True
+            if self.process_group is not None:
+                self._total = combine_shards(self.num_examples, self.point, (), self.process_group)[0]
         elif count != len(self.targets):
             raise InputDataError(
                 f"batches yielded {count} batches on this pass but {len(self.targets)} on the first; they "

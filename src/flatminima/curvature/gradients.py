@@ -30,6 +30,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from flatminima.curvature._distributed import all_reduce_sum
 from flatminima.curvature._model import batch_norm_modules, dropout_modules
 from flatminima.curvature.hessian import HessianOperator
 from flatminima.errors import ConfigurationError, InputDataError, InputTypeError
@@ -81,7 +82,7 @@ def gradient_variance(operator: HessianOperator, *, unit: str = "example") -> to
         for index, weight in enumerate(source.weights):
             g = torch.func.grad(lambda s, i=index: source.loss({**fixed, **s}, i))(selected)
             total = total + weight * (operator.flatten(g) - mean).square().sum()
-        return total.detach()
+        return all_reduce_sum(total.detach(), operator.process_group)
     if source.mode == "train" and (batch_norm_modules(source.model) or dropout_modules(source.model)):
         raise ConfigurationError(
             "per-example gradients are undefined for BatchNorm/dropout in train mode; build the "
@@ -96,7 +97,8 @@ def gradient_variance(operator: HessianOperator, *, unit: str = "example") -> to
         grads = per_example(selected, inputs, targets)
         flat = torch.cat([grads[name].reshape(targets.shape[0], -1) for name in operator.names], dim=1)
         total = total + (flat - mean).square().sum()
-    return (total / source.num_examples).detach()
+    # each rank holds a shard of the batches; the weights and N are already global
+    return all_reduce_sum(total.detach(), operator.process_group) / source.num_examples
 
 
 def path_norm(model: nn.Module, input_shape: Sequence[int]) -> torch.Tensor:

@@ -9,7 +9,8 @@ share one gradient pass and turn matrix-vector work into matrix-matrix work. Thr
 * a loss closure ``loss(params) -> scalar`` over a dict of named tensors (:class:`HessianOperator`);
 * a model, a loss function and a dataset, averaged exactly over every example, in an explicit train or
   eval mode (:meth:`HessianOperator.from_model`); the data is streamed, one batch at a time, at every
-  product (a list or a ``torch.utils.data.DataLoader``);
+  product (a list or a ``torch.utils.data.DataLoader``), and may be sharded over ``torch.distributed``
+  ranks, whose results are summed (:mod:`._distributed`);
 * an objective of :mod:`flatminima.objectives` or anything with ``value(params)`` and optionally a
   closed-form ``hvp(params, direction)`` over a tuple of tensors (:meth:`HessianOperator.from_objective`).
 
@@ -27,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from flatminima.curvature._distributed import all_reduce_sum
 from flatminima.curvature._layout import ParameterLayout
 from flatminima.curvature._model import ModelSource
 from flatminima.curvature._sources import Params, check_params, model_parts, objective_parts
@@ -104,6 +106,7 @@ class HessianOperator(LinearOperator):
         generator: torch.Generator | None = None,
         vectorize: bool = True,
         ad_mode: str = "reverse",
+        process_group: Any = None,
     ) -> HessianOperator:
         """The Hessian of the dataset loss (1/N) sum_i loss(model(x_i), y_i) over trainable parameters.
 
@@ -124,14 +127,22 @@ class HessianOperator(LinearOperator):
             generator: draws the dropout masks' seed (required for mode="train" with dropout).
             vectorize: see the class.
             ad_mode: see the class.
+            process_group: None (the default), ``"local"`` or a ``torch.distributed.ProcessGroup``.
+                When a group of several processes applies (None: the default group if
+                ``torch.distributed`` is initialized), ``batches`` is this rank's shard, N is summed
+                over the ranks, and every loss, gradient, product and quadratic form is the dataset's,
+                all-reduced, on every rank; the ranks must make the same calls with identically seeded
+                probe generators (:mod:`._distributed`). ``"local"`` measures this process's data alone.
 
         Attention runs on ``scaled_dot_product_attention``'s MATH backend in every curvature pass
         (:mod:`._arch`: the fused kernels have no second derivative); the model is untouched.
 
         Raises:
-            InputTypeError: if ``model`` is not an ``nn.Module``, or ``batches`` is not re-iterable.
+            InputTypeError: if ``model`` is not an ``nn.Module``, ``batches`` is not re-iterable, or
+                ``process_group`` is not None, "local" or a ProcessGroup.
             InputDataError: naming the batch, if it is malformed (see :func:`._data.check_batch`), or
-                the model or ``loss_fn`` fails on it; or if no parameter requires grad.
+                the model or ``loss_fn`` fails on it; if no parameter requires grad; or if the ranks'
+                model parameters differ.
             ConfigurationError: if ``mode`` is not "train", "eval" or None, ``loss_fn`` does not
                 average over its batch (e.g. ``reduction="sum"``), or a layer cannot be measured
                 (named: random in train mode, or not twice differentiable on the first batch).
@@ -147,7 +158,14 @@ class HessianOperator(LinearOperator):
         """
         _check_ad_mode(ad_mode)
         parts = model_parts(
-            model, loss_fn, batches, mode=mode, generator=generator, vectorize=vectorize, ad_mode=ad_mode
+            model,
+            loss_fn,
+            batches,
+            mode=mode,
+            generator=generator,
+            vectorize=vectorize,
+            ad_mode=ad_mode,
+            process_group=process_group,
         )
         return cls._create(**parts, ad_mode=ad_mode)  # the data pass of model_parts checked the loss
 
@@ -228,8 +246,11 @@ class HessianOperator(LinearOperator):
         source: ModelSource | None,
         vectorize: bool,
         ad_mode: str = "reverse",
+        process_group: Any = None,
     ) -> None:
         _check_ad_mode(ad_mode)
+        #: the resolved torch.distributed group whose ranks' results are summed, or None.
+        self.process_group = process_group
         self._terms = terms
         self._hessian_terms = hessian_terms if hessian_terms is not None else terms
         self._block_weights = block_weights
@@ -257,6 +278,7 @@ class HessianOperator(LinearOperator):
             "source": self.source,
             "vectorize": self.vectorize,
             "ad_mode": self.ad_mode,
+            "process_group": self.process_group,
         }
 
     def _check_loss(self) -> None:
@@ -365,10 +387,11 @@ class HessianOperator(LinearOperator):
         self._check_vectors("x", x, ndim=1)
         params = self._layout.with_selected(self._layout.unflatten(x))
         with torch.no_grad():
-            return sum(
+            total = sum(
                 (weight * loss(params) for weight, loss in self._terms),
                 torch.zeros((), dtype=self.dtype, device=self.device),
             )
+        return all_reduce_sum(total, self.process_group)
 
     def value_and_grad_at(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The loss and its gradient with respect to the selected parameters, at the flat vector ``x``."""
@@ -384,7 +407,10 @@ class HessianOperator(LinearOperator):
             g, v = torch.func.grad_and_value(lambda s, loss=loss: loss(place(s)))(selected)
             value = value + weight * v.detach()
             grad = grad + weight * self.flatten(g).detach()
-        return value, grad
+        if self.process_group is None:
+            return value, grad
+        total = all_reduce_sum(torch.cat([value[None], grad]), self.process_group)  # one collective
+        return total[0], total[1:]
 
     # ---- Hessian-vector products -----------------------------------------------------------------
     def _matmat(self, V: torch.Tensor) -> torch.Tensor:
@@ -406,7 +432,7 @@ class HessianOperator(LinearOperator):
             for weight, loss in self._hessian_terms:
                 part = self._apply_batched(self._autograd_single(loss), tangents, batch)
                 out = {name: out[name] + weight * part[name] for name in self.names}
-        return self._layout.flatten_batched(out, batch).mT.detach()
+        return all_reduce_sum(self._layout.flatten_batched(out, batch).mT.detach(), self.process_group)
 
     def _autograd_single(self, loss: LossClosure) -> Callable[[Params], Params]:
         primal = {name: self._layout.point[name] for name in self.names}
@@ -425,7 +451,7 @@ class HessianOperator(LinearOperator):
         if self._closed_quadratic_forms is None:
             return super()._quadratic_forms(V)
         full = self._layout.all_variables(self._layout.unflatten(V.mT), lead=(int(V.shape[1]),))
-        return self._closed_quadratic_forms(full).detach()
+        return all_reduce_sum(self._closed_quadratic_forms(full).detach(), self.process_group)
 
     def _closed_single(self, tangent: Params) -> Params:
         out = self._closed_hvp(self._layout.all_variables(tangent))  # type: ignore[misc]
