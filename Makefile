@@ -7,6 +7,8 @@ install:
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e '.[dev,reference]'
+	$(PY) -m pip install --quiet --no-deps curvlinops-for-pytorch backpack-for-pytorch
+	$(PY) -m pip install --quiet torch==2.13.0 einops einconv linear_operator opt-einsum tqdm unfoldNd
 
 lint:
 	$(VENV)/bin/ruff check src tests benchmarks examples

@@ -328,6 +328,8 @@ def test_factory_and_errors() -> None:
         GeneralizedGaussNewtonOperator(frozen, loss, batches, mode="eval")
 
 
+@pytest.mark.reference
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
 def test_reference_curvlinops() -> None:
     """Agreement with curvlinops' GGN (both losses) and empirical Fisher (cross-entropy), if installed."""
     curvlinops = pytest.importorskip("curvlinops")
