@@ -58,6 +58,8 @@ STEP_FRACTION = 0.95
 
 #: the caller's refinement is tried once the certificate's largest relative residual is below this.
 REFINE_BELOW = 1e-5
+#: ... and again each time the iterate's residual has fallen by this factor since the last try.
+REFINE_GAIN = 0.1
 #: the loop gives up when this many steps in a row have not reduced the best residual tenfold.
 STALL_STEPS = 6
 
@@ -207,7 +209,7 @@ def interior_point(
     best: Candidate | None = None
     status, message = Status.MAX_ITERATIONS, f"interior point: reached max_iterations={max_iterations}"
     iteration = last_progress = 0
-    last_level = math.inf
+    last_level = refined_at = math.inf
     for iteration in range(1, max_iterations + 1):
         r_p = b - apply(X)
         R_d = C - S - adjoint(y)
@@ -225,7 +227,10 @@ def interior_point(
         if candidate.certificate.satisfied:
             status, message = Status.CONVERGED, f"interior point: certified at iteration {iteration}"
             break
-        if refine is not None and candidate.certificate.max_relative_residual <= REFINE_BELOW:
+        residual = candidate.certificate.max_relative_residual
+        if refine is not None and residual <= min(REFINE_BELOW, REFINE_GAIN * refined_at):
+            # the polish costs up to a few dense Newton-KKT solves: tried once per decade of progress
+            refined_at = residual
             refined = refine(X[:d1, d1:], y, mu)
             best = better(best, refined)
             if refined is not None:

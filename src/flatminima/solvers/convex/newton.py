@@ -81,6 +81,7 @@ def kkt_newton(
     root = s.sqrt()
     L, R = U * root, V * root
     pairs = [(i, j) for i in range(r) for j in range(i + 1, r)]
+    pair_index = torch.tensor(pairs, dtype=torch.long, device=b.device).reshape(-1, 2).unbind(1)
     eye_r = torch.eye(r, dtype=b.dtype, device=b.device)
     residuals: list[float] = []
     best = (L, R, lam)
@@ -118,14 +119,17 @@ def kkt_newton(
                 torch.eye(m, dtype=b.dtype, device=b.device) - torch.outer(direction, direction)
             )
             K[n : n + m, n : n + m] = -curvature
-        for index, (i, j) in enumerate(pairs):
-            row = torch.zeros(n, dtype=b.dtype, device=b.device)
-            skew = torch.zeros(r, r, dtype=b.dtype, device=b.device)
-            skew[i, j], skew[j, i] = 1.0, -1.0
-            row[: d1 * r] = (L @ skew).reshape(-1)
-            row[d1 * r :] = (R @ skew).reshape(-1)
-            K[n + m + index, :n] = row
-            K[:n, n + m + index] = row
+        if g:
+            # gauge row of the pair (i, j): vec(L E_ij, R E_ij) with E_ij = e_i e_j^T - e_j e_i^T, i.e.
+            # column j holds column i of L (R) and column i holds minus column j
+            first, second = pair_index
+            rows = torch.zeros(g, d1 + d2, r, dtype=b.dtype, device=b.device)
+            LR = torch.cat([L, R])
+            rows[torch.arange(g), :, second] = LR[:, first].mT
+            rows[torch.arange(g), :, first] = -LR[:, second].mT
+            gauge = torch.cat([rows[:, :d1].reshape(g, -1), rows[:, d1:].reshape(g, -1)], dim=1)
+            K[n + m :, :n] = gauge
+            K[:n, n + m :] = gauge.mT
         rhs = torch.cat([-grad_L.reshape(-1), -grad_R.reshape(-1), constraint, b.new_zeros(g)])
         solution, info = torch.linalg.solve_ex(K, rhs)
         if int(info) != 0 or not bool(torch.isfinite(solution).all()):
