@@ -60,7 +60,7 @@ STEP_FRACTION = 0.95
 REFINE_BELOW = 1e-5
 #: ... and again each time the iterate's residual has fallen by this factor since the last try.
 REFINE_GAIN = 0.1
-#: the loop gives up when this many steps in a row have not reduced the best residual tenfold.
+#: the loop gives up when this many steps in a row have reduced neither the best residual nor mu tenfold.
 STALL_STEPS = 6
 
 Certify = Callable[[torch.Tensor, torch.Tensor], Candidate]
@@ -209,7 +209,7 @@ def interior_point(
     best: Candidate | None = None
     status, message = Status.MAX_ITERATIONS, f"interior point: reached max_iterations={max_iterations}"
     iteration = last_progress = 0
-    last_level = refined_at = math.inf
+    last_level = last_mu = refined_at = math.inf
     for iteration in range(1, max_iterations + 1):
         r_p = b - apply(X)
         R_d = C - S - adjoint(y)
@@ -240,8 +240,10 @@ def interior_point(
                     message = f"interior point + {refined.source}: certified at iteration {iteration}"
                     break
         level = typing.cast(Candidate, best).certificate.max_relative_residual
-        if level < 0.1 * last_level:
-            last_level, last_progress = level, iteration
+        # progress: the certified residual or the duality measure mu fell tenfold (early on, the
+        # projected iterate's certificate can plateau while the path still converges)
+        if level < 0.1 * last_level or mu < 0.1 * last_mu:
+            last_level, last_mu, last_progress = min(level, last_level), mu, iteration
         elif iteration - last_progress >= STALL_STEPS:
             status = Status.INACCURATE
             message = (
@@ -266,12 +268,6 @@ def interior_point(
             dy = solve_schur(rhs)  # noqa: B023
             dS = R_d - adjoint(dy)  # noqa: B023
             dX = _sym((R_c - X @ dS) @ T)  # noqa: B023
-            if gram_factor is not None:
-                # A(dX) = r_p holds only to rounding of order cond(M) eps, and near the end of the path
-                # that error lets the primal residual grow back; the least-norm correction restores it
-                # (A A^* = B B^* / 2 on the off-diagonal block, well conditioned)
-                defect = r_p - apply(dX)  # noqa: B023
-                dX = dX + adjoint(2 * torch.cholesky_solve(defect.unsqueeze(-1), gram_factor).squeeze(-1))
             return dX, dy, dS
 
         XS = X @ S
@@ -288,6 +284,15 @@ def interior_point(
             break
         history[-1]["alpha_primal"], history[-1]["alpha_dual"], history[-1]["sigma"] = alpha_p, alpha_d, sigma
         X = _sym(X + alpha_p * dX)
+        if gram_factor is not None:
+            # A(dX) = r_p holds only to rounding of order cond(M) eps, and near the end of the path that
+            # error lets the primal residual grow back: the least-norm correction of the new X restores
+            # A(X) = b - (1 - alpha) r_p (A A^* = B B^* / 2, well conditioned), kept only while X stays
+            # positive definite (correcting the direction instead would block the steps)
+            defect = b - (1 - alpha_p) * r_p - apply(X)
+            corrected = X + adjoint(2 * torch.cholesky_solve(defect.unsqueeze(-1), gram_factor).squeeze(-1))
+            if int(torch.linalg.cholesky_ex(corrected)[1]) == 0:
+                X = corrected
         y = y + alpha_d * dy
         S = _sym(S + alpha_d * dS)
     return InteriorPointOutcome(best, status, iteration, tuple(history), message)
