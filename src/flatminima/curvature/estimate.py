@@ -112,7 +112,8 @@ def draw_probes(
     shape = (size, num_probes)
     if distribution == "rademacher":
         bits = torch.randint(0, 2, shape, generator=generator, device=generator.device)
-        Z = (2 * bits - 1).to(torch.float64)
+        # +-1 exactly, with one copy in the target dtype (no int64 and float64 temporaries)
+        return bits.to(device=device, dtype=dtype).mul_(2).sub_(1)
     else:
         Z = torch.randn(shape, generator=generator, device=generator.device, dtype=torch.float64)
     return Z.to(device=device, dtype=dtype)

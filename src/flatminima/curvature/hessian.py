@@ -3,8 +3,11 @@
 H = grad^2 L(w) at the point w, applied to vectors by automatic differentiation of the gradient: by
 default reverse over reverse, H v = (d grad L(w))^T v (``torch.func.vjp`` of ``torch.func.grad``, exact
 because H is symmetric), or forward over reverse, H v = d/dt grad L(w + t v) |_{t=0} (``torch.func.jvp``
-of ``torch.func.grad``); blocks of vectors go through ``torch.func.vmap``, so b Hessian-vector products
-share one gradient pass and turn matrix-vector work into matrix-matrix work. Three sources:
+of ``torch.func.grad``); the b Hessian-vector products of a block share one gradient pass and go
+through ``torch.func.vmap`` in chunks, turning matrix-vector work into matrix-matrix work, except where
+the network's activations are large (on CPU, e.g. convolutional networks): there reverse mode loops
+over the block on one autograd graph of the gradient, one double backward per vector, which was faster
+than vmapping (benchmarks/bench_networks.py). Three sources:
 
 * a loss closure ``loss(params) -> scalar`` over a dict of named tensors (:class:`HessianOperator`);
 * a model, a loss function and a dataset, averaged exactly over every example, in an explicit train or
@@ -39,6 +42,19 @@ LossClosure = Callable[[Params], torch.Tensor]
 GroupLevel = str
 
 
+#: How many probes one vmapped call of Hessian-vector products spans. Vmapping saves the fixed cost of
+#: each operation (dispatch, autograd bookkeeping) per probe, and pays in memory traffic: per probe,
+#: one copy of every intermediate. On CPU (benchmarks/bench_networks.py) small CNNs with ~0.4-1.5 MiB
+#: per saved activation took 5-10x a gradient per probe vmapped over 32 probes and 1.7-2.7x looped on
+#: one gradient graph, while a transformer layer with ~0.1 MiB per activation was 15% faster vmapped
+#: over 8 than looped. So on CPU: loop when the mean saved activation of one forward pass reaches
+#: _LOOP_ACTIVATION_BYTES_CPU, else vmap chunks whose activations add up to at most _CHUNK_BYTES_CPU
+#: (about a last-level cache). On an accelerator only the memory of a chunk is capped.
+_LOOP_ACTIVATION_BYTES_CPU = 256 * 2**10
+_CHUNK_BYTES_CPU = 32 * 2**20
+_CHUNK_BYTES_ACCELERATOR = 2 * 2**30
+
+
 def _check_ad_mode(ad_mode: str) -> None:
     if ad_mode not in ("reverse", "forward"):
         raise ConfigurationError(f"ad_mode must be 'reverse' or 'forward'; got ad_mode={ad_mode!r}.")
@@ -51,7 +67,8 @@ class HessianOperator(LinearOperator):
         loss: a function of a dict of named tensors returning a scalar (0-dim) tensor.
         params: the point w, a mapping from names to floating tensors of one dtype and device; every
             tensor is a variable (use :meth:`select` to restrict).
-        vectorize: apply blocks of vectors with ``torch.func.vmap`` (fall back to a loop when False).
+        vectorize: apply blocks of vectors with ``torch.func.vmap`` where it pays (fall back to a loop
+            when False).
         ad_mode: how Hessian-vector products are differentiated: "reverse" (default; reverse over
             reverse, H v = vjp of the gradient, using the symmetry of H) or "forward" (forward over
             reverse, jvp of the gradient). Both are exact; on torch 2.13 (CPU) forward mode copies
@@ -261,6 +278,7 @@ class HessianOperator(LinearOperator):
         self.source = source
         self.vectorize = bool(vectorize)
         self.ad_mode = ad_mode
+        self._probe_chunk: int | None = None  # probes per vmapped call, from the first product
         first = point[names[0]]
         self._dtype, self._device = first.dtype, first.device
 
@@ -430,9 +448,68 @@ class HessianOperator(LinearOperator):
         else:
             out = {name: torch.zeros_like(t) for name, t in tangents.items()}
             for weight, loss in self._hessian_terms:
-                part = self._apply_batched(self._autograd_single(loss), tangents, batch)
+                part = self._autograd_block(loss, tangents, batch)
                 out = {name: out[name] + weight * part[name] for name in self.names}
         return all_reduce_sum(self._layout.flatten_batched(out, batch).mT.detach(), self.process_group)
+
+    def _autograd_block(self, loss: LossClosure, tangents: Params, batch: int) -> Params:
+        """H V of one loss term for a block of tangents (leading dimension ``batch``), by autograd.
+
+        All products of the block share one gradient graph. They are vmapped over chunks of probes
+        (:meth:`_chunk_size`) unless the intermediates are large (see ``_LOOP_ACTIVATION_BYTES_CPU``)
+        or ``vectorize`` is False: then reverse mode loops over the probes on one plain-autograd graph
+        of the gradient, as PyHessian does, with one probe's intermediates in memory at a time and
+        autograd's in-place gradient accumulation, which ``torch.func`` forgoes.
+        """
+        chunk = self._chunk_size(loss, batch)
+        if self.ad_mode == "reverse" and (chunk == 1 or not self.vectorize):
+            return self._reverse_loop(loss, tangents, batch)
+        return self._apply_batched(self._autograd_single(loss), tangents, batch, chunk)
+
+    def _chunk_size(self, loss: LossClosure, batch: int) -> int:
+        """Probes per vmapped call: the budget over one forward pass's saved activations (measured once)."""
+        if self._probe_chunk is None:
+            leaves = {name: self._layout.point[name].detach().requires_grad_(True) for name in self.names}
+            sizes = _activation_bytes(lambda: loss(self._layout.with_selected(leaves)))
+            cpu = self.device.type == "cpu"
+            budget = _CHUNK_BYTES_CPU if cpu else _CHUNK_BYTES_ACCELERATOR
+            if not sizes:  # nothing measured: the whole block at once
+                self._probe_chunk = 2**31
+            elif cpu and sum(sizes) >= _LOOP_ACTIVATION_BYTES_CPU * len(sizes):
+                self._probe_chunk = 1
+            else:
+                self._probe_chunk = max(1, budget // sum(sizes))
+        return max(1, min(batch, self._probe_chunk))
+
+    def _reverse_loop(self, loss: LossClosure, tangents: Params, batch: int) -> Params:
+        """H v_j = (d grad)^T v_j for each tangent, one double backward each through one gradient graph."""
+        leaves = {name: self._layout.point[name].detach().requires_grad_(True) for name in self.names}
+        inputs = tuple(leaves.values())
+        with torch.enable_grad():
+            gradient = torch.autograd.grad(
+                loss(self._layout.with_selected(leaves)),
+                inputs,
+                create_graph=True,
+                allow_unused=True,
+                materialize_grads=True,
+            )
+        out = {name: torch.zeros_like(t) for name, t in tangents.items()}
+        linked = [(g, name) for g, name in zip(gradient, leaves, strict=True) if g.requires_grad]
+        if not linked:  # a loss linear in the parameters: H = 0
+            return out
+        outputs = tuple(g for g, _ in linked)
+        for j in range(batch):
+            products = torch.autograd.grad(
+                outputs,
+                inputs,
+                grad_outputs=tuple(tangents[name][j].contiguous() for _, name in linked),
+                retain_graph=j < batch - 1,
+                allow_unused=True,
+                materialize_grads=True,
+            )
+            for name, product in zip(leaves, products, strict=True):
+                out[name][j] = product
+        return out
 
     def _autograd_single(self, loss: LossClosure) -> Callable[[Params], Params]:
         primal = {name: self._layout.point[name] for name in self.names}
@@ -457,13 +534,16 @@ class HessianOperator(LinearOperator):
         out = self._closed_hvp(self._layout.all_variables(tangent))  # type: ignore[misc]
         return {name: out[name] for name in self.names}
 
-    def _apply_batched(self, single: Callable[[Params], Params], tangents: Params, batch: int) -> Params:
+    def _apply_batched(
+        self, single: Callable[[Params], Params], tangents: Params, batch: int, chunk: int | None = None
+    ) -> Params:
         if batch == 1:  # one vector: no vmap overhead
             out = single({name: t[0] for name, t in tangents.items()})
             return {name: out[name].unsqueeze(0) for name in self.names}
         if self.vectorize:
             try:
-                return torch.func.vmap(single)(tangents)
+                size = chunk if chunk is not None and chunk < batch else None
+                return torch.func.vmap(single, chunk_size=size)(tangents)
             except RuntimeError:
                 if self._closed_hvp is None:
                     raise
@@ -471,3 +551,27 @@ class HessianOperator(LinearOperator):
                 self.vectorize = False
         columns = [single({name: t[j] for name, t in tangents.items()}) for j in range(batch)]
         return {name: torch.stack([c[name] for c in columns]) for name in self.names}
+
+
+def _activation_bytes(forward: Callable[[], Any]) -> list[int] | None:
+    """Bytes of each tensor that depends on the variables and that ``forward()`` saves for its backward.
+
+    These are the intermediates a Hessian-vector product carries per probe (constants such as the
+    data are shared by all probes and not counted). One forward pass under a saved-tensor hook; its
+    graph is dropped without a backward pass. None if the pass fails (then nothing is chunked).
+    """
+    sizes: list[int] = []
+
+    def pack(tensor: torch.Tensor) -> None:
+        if tensor.requires_grad:
+            sizes.append(tensor.numel() * tensor.element_size())
+
+    def unpack(_: None) -> torch.Tensor:  # pragma: no cover - the graph is never differentiated
+        raise RuntimeError("the activation-size pass keeps no tensors")
+
+    try:
+        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+            forward()
+    except Exception:  # a loss that cannot run under the hook keeps the unchunked path
+        return None
+    return sizes
