@@ -14,16 +14,13 @@ References:
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
+from flatminima.solvers.convex.admm import Polish
 from flatminima.solvers.convex.certificate import Candidate, better, dense_candidate
 from flatminima.solvers.convex.constraints import AffineSet, BallSet, ConstraintSet
 from flatminima.solvers.convex.newton import kkt_newton
 from flatminima.solvers.convex.polish import corrected_multiplier, gauss_newton, symmetrize
-
-Polish = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], Candidate | None]
 
 
 def make_polish(
