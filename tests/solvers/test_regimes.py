@@ -169,3 +169,30 @@ def test_interior_point_agrees_with_admm(kind: str) -> None:
     assert float(torch.linalg.matrix_norm(ipm.matrix - admm.matrix)) < 1e-7
     if kind == "quadratic_network":
         assert torch.allclose(ipm.matrix, ipm.matrix.T, atol=1e-12)
+
+
+def test_rounding_floor_is_inaccurate_not_an_iteration_limit() -> None:
+    """A degenerate completion below its transition (the solution's singular values decay into a tail):
+    when the last digits are lost to rounding, the status is INACCURATE with the reason, never
+    MAX_ITERATIONS while the caller's limit was not reached."""
+    from flatminima.experiments.trial import Trial, trial_instance
+
+    trial = Trial(
+        sweep="fig3-completion",
+        problem="matrix_completion",
+        params={"probability": 0.4, "rank": 2, "shape": [30, 30]},
+        cell={"dim": 30, "probability": 0.4},
+        method="nuclear_norm",
+        label="nuclear_norm",
+        options={},
+        seed=0,
+        draw=9,
+    )
+    instance, _ = trial_instance(trial)
+    max_iterations = 10_000
+    result = solve_nuclear_norm(instance, max_iterations=max_iterations)
+    assert result.iterations < max_iterations
+    if result.status is not Status.CONVERGED:
+        assert result.status is Status.INACCURATE, result.message
+        assert "rounding" in result.message
+        assert result.certificate.max_relative_residual < 1e-7

@@ -197,10 +197,14 @@ def solve_first_order(
         )
     assert candidate is not None
     status = Status.CONVERGED if candidate.certificate.satisfied else stages[-1].status
+    total = sum(stage.iterations for stage in stages)
+    if status is Status.MAX_ITERATIONS and total < max_iterations:
+        # the restart's own budget ran out, not the caller's: the answer is at the rounding floor
+        status = Status.INACCURATE
     combined = _Outcome(
         candidate,
         status,
-        sum(stage.iterations for stage in stages),
+        total,
         tuple(record for stage in stages for record in stage.history),
         "; then ".join(stage.message for stage in stages),
         {
