@@ -91,14 +91,19 @@ def _bn_model(seed: int) -> torch.nn.Module:
     return _initialized(torch.nn.Sequential(*layers), seed)
 
 
-@pytest.mark.parametrize("freeze", [True, False], ids=["model-given", "no-model"])
+@pytest.mark.parametrize("freeze", [True, False], ids=["model-given", "opted-out"])
 def test_batchnorm_statistics_are_not_updated_in_the_perturbed_pass(freeze: bool) -> None:
     g = make_generator(0)
     x, y = torch.randn(16, 3, generator=g), torch.randn(16, 1, generator=g)
     model = _bn_model(0)
     reference = _bn_model(0)
     reference(x)  # one training-mode forward at the original weights: the statistics SAM should keep
-    sam = SAM(torch.optim.SGD(model.parameters(), lr=0.1), rho=0.5, model=model if freeze else None)
+    sam = SAM(
+        torch.optim.SGD(model.parameters(), lr=0.1),
+        rho=0.5,
+        model=model if freeze else None,
+        freeze_running_stats=freeze,
+    )
 
     def closure() -> torch.Tensor:
         sam.zero_grad()
@@ -114,7 +119,7 @@ def test_batchnorm_statistics_are_not_updated_in_the_perturbed_pass(freeze: bool
     if freeze:
         assert matches and int(bn.num_batches_tracked) == 1
         assert bn.track_running_stats  # restored after the perturbed pass
-    else:  # without model= the perturbed pass moves the statistics (the pitfall the option avoids)
+    else:  # opted out: the perturbed pass moves the statistics (the pitfall the default avoids)
         assert not matches and int(bn.num_batches_tracked) == 2
 
 

@@ -169,6 +169,12 @@ class EntropySGD(torch.optim.Optimizer):
         """The number of outer steps taken (kept in the parameter groups, so it is checkpointed)."""
         return int(self.param_groups[0]["outer_steps"])
 
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a group; its scoping continues from the global outer-step count t, not from 0."""
+        if self.param_groups and "outer_steps" not in param_group:
+            param_group["outer_steps"] = self.outer_steps
+        super().add_param_group(param_group)
+
     def current_gamma(self, group: dict[str, Any]) -> float:
         """The scope gamma_t of ``group`` for the next outer step."""
         return scoped_gamma(group["gamma"], group["scoping"], group["gamma_max"], int(group["outer_steps"]))
@@ -176,18 +182,47 @@ class EntropySGD(torch.optim.Optimizer):
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor:  # type: ignore[override]
         """Take one outer step; return the loss of the first inner closure call (at x' = x).
 
+        If the closure raises (or the run is interrupted) during the inner loop, the weights are put back
+        to x before the exception propagates, and the step is not counted.
+
         Raises:
             InputDataError: if ``closure`` is None (the inner loop needs fresh gradients).
         """
         if closure is None:
             raise InputDataError(
-                "EntropySGD.step needs a closure that recomputes the loss and its gradients."
+                "EntropySGD.step needs a closure that recomputes the loss and its gradients; "
+                "got closure=None."
             )
         groups = self.param_groups
         anchors = [[p.detach().clone() for p in g["params"]] for g in groups]
         means = [[p.detach().clone() for p in g["params"]] for g in groups]
         gammas = [self.current_gamma(g) for g in groups]
         num_inner = max(g["inner_steps"] for g in groups)
+        try:
+            first_loss = self._inner_loop(closure, num_inner, anchors, means, gammas)
+        except BaseException:
+            with torch.no_grad():
+                for group, anchor in zip(groups, anchors, strict=True):
+                    for p, x in zip(group["params"], anchor, strict=True):
+                        p.copy_(x)
+            raise
+        with torch.no_grad():
+            for group, anchor, mean, gamma in zip(groups, anchors, means, gammas, strict=True):
+                for p, x, mu in zip(group["params"], anchor, mean, strict=True):
+                    p.copy_(x - group["lr"] * gamma * (x - mu))
+        for group in groups:
+            group["outer_steps"] += 1
+        return first_loss
+
+    def _inner_loop(
+        self,
+        closure: Callable[[], torch.Tensor],
+        num_inner: int,
+        anchors: list[list[torch.Tensor]],
+        means: list[list[torch.Tensor]],
+        gammas: list[float],
+    ) -> torch.Tensor:
+        """The SGLD iterations x' and the moving averages mu (in place); the loss of the first call."""
         first_loss: torch.Tensor | None = None
         for inner in range(num_inner):
             with torch.enable_grad():
@@ -195,7 +230,7 @@ class EntropySGD(torch.optim.Optimizer):
             if first_loss is None:
                 first_loss = loss
             with torch.no_grad():
-                for group, anchor, mean, gamma in zip(groups, anchors, means, gammas, strict=True):
+                for group, anchor, mean, gamma in zip(self.param_groups, anchors, means, gammas, strict=True):
                     if inner >= group["inner_steps"]:
                         continue
                     lr_in, alpha, noise = group["inner_lr"], group["averaging"], group["thermal_noise"]
@@ -207,10 +242,4 @@ class EntropySGD(torch.optim.Optimizer):
                             xi = standard_normal_like(p, generator=self.generator)
                             p.add_(xi, alpha=math.sqrt(2 * lr_in) * noise)
                         mu.mul_(1.0 - alpha).add_(p, alpha=alpha)
-        with torch.no_grad():
-            for group, anchor, mean, gamma in zip(groups, anchors, means, gammas, strict=True):
-                for p, x, mu in zip(group["params"], anchor, mean, strict=True):
-                    p.copy_(x - group["lr"] * gamma * (x - mu))
-        for group in groups:
-            group["outer_steps"] += 1
         return first_loss if first_loss is not None else torch.zeros(())
