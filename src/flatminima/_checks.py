@@ -126,3 +126,40 @@ def check_generator(name: str, value: Any) -> torch.Generator:
             f"got {type(value).__name__}."
         )
     return value
+
+
+def first_nonfinite(
+    value: torch.Tensor, *, chunk_size: int = 1 << 20
+) -> tuple[tuple[int, ...], float, int] | None:
+    """(index, value, count) of the first non-finite entry of ``value`` in row-major order, or None.
+
+    ``count`` is the number of non-finite entries. Scans in chunks (no tensor-sized temporary) and only
+    counts once a bad entry was found.
+    """
+    flat = value.detach().reshape(-1)
+    offset = 0
+    for chunk in flat.split(chunk_size):
+        bad = ~torch.isfinite(chunk)
+        if bool(bad.any()):
+            position = offset + int(bad.nonzero()[0, 0])
+            count = sum(int((~torch.isfinite(part)).sum()) for part in flat.split(chunk_size))
+            index = tuple(int(i) for i in torch.unravel_index(torch.tensor(position), tuple(value.shape)))
+            return index, float(flat[position]), count
+        offset += chunk.numel()
+    return None
+
+
+def check_finite_entries(name: str, value: torch.Tensor) -> torch.Tensor:
+    """Return ``value`` if every entry is finite; else raise naming the first bad index and its value.
+
+    Raises:
+        InputDataError: e.g. ``observations must have finite entries; got observations[3]=nan (the first
+            of 2 non-finite entries).``
+    """
+    found = first_nonfinite(value)
+    if found is None:
+        return value
+    index, bad, count = found
+    where = ", ".join(str(i) for i in index)
+    more = f"the first of {count} non-finite entries" if count > 1 else "the only non-finite entry"
+    raise InputDataError(f"{name} must have finite entries; got {name}[{where}]={bad} ({more}).")

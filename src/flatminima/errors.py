@@ -30,3 +30,7 @@ class ConfigurationError(InputDataError):
 
 class SolverError(FlatminimaError, RuntimeError):
     """A solver could not run (missing optional dependency, unsupported problem kind)."""
+
+
+class MissingGroundTruthError(InputDataError):
+    """A recovery metric needs the ground truth M, and the instance (built from data) has none."""

@@ -152,7 +152,9 @@ def _flat_regularity(instance: Instance, options: Mapping[str, Any], context: Me
     nuclear_norm_nuc = float(torch.linalg.matrix_norm(X_nuc, ord="nuc"))
     norm_gap = float(L.square().sum() + R.square().sum()) - 2.0 * nuclear_norm_nuc
     kappa = flat_metrics["kappa"]
-    truth_nuclear = float(torch.linalg.matrix_norm(instance.ground_truth, ord="nuc"))
+    truth_nuclear = float(
+        torch.linalg.matrix_norm(instance.require_ground_truth("the regularity method"), ord="nuc")
+    )
     bound_norm, bound_balance = regularity_bounds(kappa, truth_nuclear)
     metrics: Metrics = {
         **flat_metrics,
@@ -187,7 +189,7 @@ def _flat_hadamard(instance: Instance, options: Mapping[str, Any], context: Meth
     depth = int(kwargs.pop("depth", 2))
     result = _solver("flat")(instance, depth=depth, generator=context.generators["solver"], **kwargs)
     x = result.matrix.reshape(-1)
-    truth = instance.ground_truth.reshape(-1).to(x)
+    truth = instance.require_ground_truth("the sparse recovery method").reshape(-1).to(x)
     magnitude = float(x.abs().max()) if x.numel() else 0.0
     metrics: Metrics = {
         "error": float(torch.linalg.vector_norm(x - truth)),

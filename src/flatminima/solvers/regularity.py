@@ -21,9 +21,10 @@ import dataclasses
 
 import torch
 
+from flatminima._checks import check_real
 from flatminima.errors import InputDataError, InputTypeError
 from flatminima.problems import Instance
-from flatminima.solvers.result import ConvexResult
+from flatminima.solvers.result import ConvexResult, check_ground_truth
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,7 +84,7 @@ def flat_regularity(
         flat: the result of :func:`~flatminima.solvers.solve_flat` (its factors are taken at full rank;
             zero padding does not change any measure).
         nuclear: the result of :func:`~flatminima.solvers.solve_nuclear_norm` on the same instance.
-        ground_truth: M, for the bound (23) in terms of ||M||_*.
+        ground_truth: M, for the bound (23) in terms of ||M||_* (None: that bound is nan).
         slack: relative tolerance for solver error in the ``*_holds`` checks.
 
     Returns:
@@ -101,6 +102,7 @@ def flat_regularity(
     for name, result in (("flat", flat), ("nuclear", nuclear)):
         if not isinstance(result, ConvexResult):
             raise InputTypeError(f"{name} must be a ConvexResult; got {type(result).__name__}.")
+    check_real("slack", slack, low=0.0)
     if flat.relaxation != "flat" or nuclear.relaxation != "nuclear_norm":
         raise InputDataError(
             "flat_regularity needs a flat result and a nuclear_norm result; got "
@@ -118,7 +120,8 @@ def flat_regularity(
     c = 1.0 - kappa**-2
     theorem = float("nan")
     if ground_truth is not None:
-        truth_norm = float(torch.linalg.matrix_norm(ground_truth.to(L), ord="nuc"))
+        truth = check_ground_truth(ground_truth, tuple(flat.matrix.shape))  # type: ignore[arg-type]
+        truth_norm = float(torch.linalg.matrix_norm(truth.to(L), ord="nuc"))
         theorem = c * 2 * kappa**2 * truth_norm
     return RegularityReport(
         kappa=kappa,
@@ -135,7 +138,10 @@ def flat_regularity(
 
 
 def regularity_report(instance: Instance, **solve_options: object) -> RegularityReport:
-    """Solve P_flat and NNM on ``instance`` and return the :class:`RegularityReport` (with ||M||_*).
+    """Solve P_flat and NNM on ``instance`` and return the :class:`RegularityReport`.
+
+    The bound (23) in terms of ||M||_* needs the ground truth; for an instance without one
+    (``ground_truth=None``) it is nan and every other measure is reported.
 
     Example:
         >>> from flatminima.problems import MatrixSensing

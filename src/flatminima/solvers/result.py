@@ -26,7 +26,8 @@ from typing import Any
 
 import torch
 
-from flatminima.errors import InputDataError, InputTypeError
+from flatminima._checks import check_finite_entries, check_real, check_tensor
+from flatminima.errors import InputDataError, InputTypeError, MissingGroundTruthError
 
 
 class Status(enum.Enum):
@@ -193,13 +194,25 @@ class ConvexResult:
         right = _mul_left(self.right_rescaling_inverse, V)
         return left @ right.mT
 
-    def recovery_error(self, ground_truth: torch.Tensor) -> float:
-        """||X - M||_F for the ground truth M."""
-        return float(torch.linalg.matrix_norm(self.matrix - ground_truth.to(self.matrix)))
+    def recovery_error(self, ground_truth: torch.Tensor | None) -> float:
+        """||X - M||_F for the ground truth M (a (d1, d2) tensor).
 
-    def recovered(self, ground_truth: torch.Tensor, tolerance: float = 1e-6) -> bool:
-        """True iff the solve converged and ||X - M||_F < tolerance (the paper's success criterion)."""
-        return self.converged and self.recovery_error(ground_truth) < tolerance
+        Raises:
+            MissingGroundTruthError: ``ground_truth`` is None (an instance built from data has none).
+            InputDataError: M has the wrong shape or non-finite entries.
+        """
+        truth = check_ground_truth(ground_truth, tuple(self.matrix.shape))  # type: ignore[arg-type]
+        return float(torch.linalg.matrix_norm(self.matrix - truth.to(self.matrix)))
+
+    def recovered(self, ground_truth: torch.Tensor | None, tolerance: float = 1e-6) -> bool:
+        """True iff the solve converged and ||X - M||_F < tolerance (the paper's success criterion).
+
+        Raises:
+            MissingGroundTruthError: ``ground_truth`` is None.
+            InputDataError: a bad ground truth or a tolerance that is not a positive finite number.
+        """
+        check_real("tolerance", tolerance, low=0.0, low_open=True)
+        return self.recovery_error(ground_truth) < tolerance and self.converged
 
     def factors(self, width: int | tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
         """Factors of the solution by Theorem 3.2, zero-padded to ``width`` columns.
@@ -272,3 +285,28 @@ def _pad(F: torch.Tensor, width: int) -> torch.Tensor:
     if extra == 0:
         return F
     return torch.cat([F, F.new_zeros(F.shape[0], extra)], dim=-1)
+
+
+def check_ground_truth(
+    ground_truth: object, shape: tuple[int, int], *, allow_vector: bool = False
+) -> torch.Tensor:
+    """Return the ground truth for a recovery metric, or raise a clear one-line error.
+
+    Raises:
+        MissingGroundTruthError: ``ground_truth`` is None.
+        InputTypeError, InputDataError: not a floating tensor of ``shape`` (or, with ``allow_vector``,
+            of shape (shape[0],)), or non-finite entries (the first one is named).
+    """
+    if ground_truth is None:
+        raise MissingGroundTruthError(
+            "recovery_error needs the ground truth M; got ground_truth=None (an Instance built from data "
+            "has none). Compare against a known M, or use the certificate to judge the solve."
+        )
+    truth = check_tensor("ground_truth", ground_truth, finite=False)
+    shapes = [shape, (shape[0],)] if allow_vector else [shape]
+    if tuple(truth.shape) not in shapes:
+        wanted = " or ".join(str(s) for s in shapes)
+        raise InputDataError(
+            f"ground_truth must have shape {wanted}; got ground_truth.shape={tuple(truth.shape)}."
+        )
+    return check_finite_entries("ground_truth", truth)

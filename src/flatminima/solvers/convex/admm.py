@@ -25,12 +25,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 import typing
 from collections.abc import Callable
 
 import torch
 
+from flatminima.solvers._deadline import Deadline
 from flatminima.solvers.convex.certificate import Candidate, better
 from flatminima.solvers.convex.constraints import ConstraintSet
 from flatminima.solvers.result import Status
@@ -104,6 +104,7 @@ def admm(
     device: torch.device,
     initial_penalty: float,
     warm_start: tuple[torch.Tensor, torch.Tensor] | None = None,
+    deadline: Deadline | None = None,
 ) -> AdmmOutcome:
     """Run ADMM until a candidate certificate meets ``settings.tolerance`` or a limit is hit.
 
@@ -120,10 +121,14 @@ def admm(
         initial_penalty: rho at the first iteration.
         warm_start: (Z, G) to start from, a primal point and a subgradient estimate (W = G / rho);
             None: zeros.
+        deadline: the solve's deadline (default: ``settings.time_limit`` from ``start_time``); the loop
+            ends at the first iteration past it, and no polish starts after it.
 
     Returns:
         The best candidate seen, with status CONVERGED iff its certificate meets the tolerance.
     """
+    if deadline is None:
+        deadline = Deadline(settings.time_limit, start=start_time)
     Z = torch.zeros(shape, dtype=dtype, device=device)
     W = torch.zeros_like(Z)
     rho = initial_penalty
@@ -177,6 +182,7 @@ def admm(
         if (
             not converged
             and polish is not None
+            and not deadline.expired()
             and stable
             and rank > 0
             and (
@@ -206,8 +212,8 @@ def admm(
             if stalled is not None and settings.stop_on_stall:
                 status, message = Status.INACCURATE, stalled
                 break
-        if settings.time_limit is not None and time.perf_counter() - start_time > settings.time_limit:
-            status, message = Status.TIME_LIMIT, f"time limit {settings.time_limit} s reached"
+        if deadline.expired():
+            status, message = Status.TIME_LIMIT, f"time limit {deadline.limit} s reached"
             break
         if iteration % settings.adapt_every == 0:
             if primal_rel > settings.balance_ratio * dual_rel:

@@ -27,6 +27,7 @@ import torch
 
 from flatminima.errors import SolverError
 from flatminima.operators import EntryMask
+from flatminima.solvers._deadline import Deadline
 from flatminima.solvers.convex.certificate import dense_candidate
 from flatminima.solvers.convex.constraints import AffineSet, BallSet, L1BallSet
 from flatminima.solvers.convex.first_order import build_constraint, package_result
@@ -90,10 +91,18 @@ def solve_cvxpy(
     tolerance: float,
     time_limit: float | None,
     max_iterations: int | None,
+    deadline: Deadline | None = None,
 ) -> ConvexResult:
-    """Solve a matrix relaxation with CVXPY + Clarabel and certify the answer with flatminima's KKT check."""
-    cp = import_cvxpy()
+    """Solve a matrix relaxation with CVXPY + Clarabel and certify the answer with flatminima's KKT check.
+
+    ``deadline`` (default: ``time_limit`` from now) covers the whole solve: Clarabel gets the time left
+    after CVXPY has built the model, and when none is left the solve is skipped (status TIME_LIMIT, the
+    origin certified). CVXPY's compilation itself cannot be interrupted.
+    """
     start = time.perf_counter()
+    if deadline is None:
+        deadline = Deadline(time_limit, start=start)
+    cp = import_cvxpy()
     d1, d2 = formulation.shape
     dtype, device = formulation.b.dtype, formulation.b.device
     b = formulation.b.detach().cpu().double().numpy()
@@ -118,19 +127,25 @@ def solve_cvxpy(
     settings = dict(CLARABEL_SETTINGS)
     if max_iterations is not None:
         settings["max_iter"] = max_iterations
-    if time_limit is not None:
-        settings["time_limit"] = float(time_limit)
     message = ""
-    try:
-        with warnings.catch_warnings():  # "solution may be inaccurate": the status says it, we map it
-            warnings.simplefilter("ignore", UserWarning)
-            problem.solve(solver=cp.CLARABEL, **settings)
-        raw_status = str(problem.status)
-    except cp.error.SolverError as error:
-        raw_status = "solver_error"
-        message = f"Clarabel failed: {error}"
+    if deadline.expired():
+        raw_status = "user_limit"
+        message = f"time limit {deadline.limit} s reached before Clarabel started"
+    else:
+        if deadline.bounded:
+            settings["time_limit"] = max(deadline.remaining(), 1e-3)
+        try:
+            with warnings.catch_warnings():  # "solution may be inaccurate": the status says it, we map it
+                warnings.simplefilter("ignore", UserWarning)
+                problem.solve(solver=cp.CLARABEL, **settings)
+            raw_status = str(problem.status)
+        except cp.error.SolverError as error:
+            raw_status = "solver_error"
+            message = f"Clarabel failed: {error}"
     iterations = (
-        int(getattr(problem.solver_stats, "num_iters", 0) or 0) if raw_status != "solver_error" else 0
+        int(getattr(problem.solver_stats, "num_iters", 0) or 0)
+        if raw_status != "solver_error" and problem.solver_stats is not None
+        else 0
     )
     constraint = build_constraint(formulation)
     if Z.value is None:
@@ -159,9 +174,8 @@ def solve_cvxpy(
         source="clarabel",
     )
     status = _map_status(raw_status, candidate.certificate.satisfied)
-    elapsed = time.perf_counter() - start
-    if status is Status.MAX_ITERATIONS and time_limit is not None and elapsed >= time_limit:
-        status = Status.TIME_LIMIT
+    if status in (Status.MAX_ITERATIONS, Status.INACCURATE) and deadline.expired():
+        status = Status.TIME_LIMIT  # Clarabel stopped at (or never started before) the time limit
     if not message:
         message = (
             f"Clarabel status {raw_status!r}; flatminima certificate "

@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 import torch
 
+from flatminima.solvers._deadline import NO_DEADLINE, Deadline
 from flatminima.solvers.convex.certificate import Candidate, better
 from flatminima.solvers.convex.linear_map import ScaledMap
 from flatminima.solvers.convex.newton import kkt_newton
@@ -65,6 +66,7 @@ def spectral_polish(
     tolerance: float,
     exact: bool,
     generator: torch.Generator,
+    deadline: Deadline = NO_DEADLINE,
 ) -> tuple[Candidate, int] | None:
     """Certify Gauss-Newton from the spectral start, at the rank its singular-value gap reveals.
 
@@ -73,7 +75,7 @@ def spectral_polish(
     spectral start converges quadratically in the recovery regime (Luo, Huang, Li, Zhang 2020; Wei, Cai,
     Chan, Leung 2016), and the least-squares multiplier then certifies the point. Returns the candidate
     and the Gauss-Newton steps, or None without a clear gap or when Gauss-Newton does not reach
-    feasibility (the augmented Lagrangian then runs as usual).
+    feasibility (the augmented Lagrangian then runs as usual). Gauss-Newton stops at ``deadline``.
     """
     r = revealed_rank(s0)
     d1, d2 = bmap.shape
@@ -84,10 +86,14 @@ def spectral_polish(
     columns = torch.stack([bmap.apply_factored(U[:, i : i + 1], V[:, i : i + 1]) for i in range(r)], dim=1)
     weights = torch.linalg.lstsq(columns, b.unsqueeze(-1)).solution.squeeze(-1)
     target = 1e-2 * tolerance * float(torch.linalg.vector_norm(b))
-    outcome = gauss_newton(bmap, b, U * weights.sign(), weights.abs(), V, symmetric=False, target=target)
-    if min(outcome.residuals) > target:
+    outcome = gauss_newton(
+        bmap, b, U * weights.sign(), weights.abs(), V, symmetric=False, target=target, deadline=deadline
+    )
+    if min(outcome.residuals) > target or deadline.expired():
         return None
-    multiplier = corrected_multiplier(outcome.system, None, accuracy=_multiplier_accuracy(tolerance, r))
+    multiplier = corrected_multiplier(
+        outcome.system, None, accuracy=_multiplier_accuracy(tolerance, r), deadline=deadline
+    )
     certify = _certifier(bmap, b, tolerance=tolerance, exact=exact, generator=generator)
     candidate = certify(outcome.U, outcome.s, outcome.V, multiplier, source="spectral-gauss-newton")
     return candidate, len(outcome.residuals) - 1
@@ -127,31 +133,36 @@ def polish_and_certify(
     tolerance: float,
     exact: bool,
     generator: torch.Generator,
+    deadline: Deadline = NO_DEADLINE,
 ) -> Candidate:
     """Gauss-Newton feasibility at the identified rank, multiplier correction, structured certificate.
 
     Where the rank-r feasible set is not locally unique (dim T > m, below the recovery threshold),
     Gauss-Newton alone would stop at a feasible but non-optimal point; small problems then take Newton
     steps on the KKT system of the factored problem instead (:mod:`~flatminima.solvers.convex.newton`).
+    Once ``deadline`` has passed the remaining stages are skipped and the best point so far (at worst the
+    input point) is certified.
     """
     d1, d2 = bmap.shape
     r = int(s.numel())
     certify = _certifier(bmap, b, tolerance=tolerance, exact=exact, generator=generator)
     best: Candidate | None = None
-    if (d1 + d2 - r) * r <= bmap.num_measurements:
+    if (d1 + d2 - r) * r <= bmap.num_measurements and not deadline.expired():
         # accuracy the certificate needs, with margin: the gap is at most ||lambda|| ||B(Z) - b|| plus
         # ||Z||_F times the tangent residual, both kept 100x (20x) below tolerance * ||Z||_*
         multiplier_norm = max(float(torch.linalg.vector_norm(lam)), 1e-300)
         target = 1e-2 * tolerance * min(float(torch.linalg.vector_norm(b)), float(s.sum()) / multiplier_norm)
-        outcome = gauss_newton(bmap, b, U, s, V, symmetric=False, target=target)
+        outcome = gauss_newton(bmap, b, U, s, V, symmetric=False, target=target, deadline=deadline)
         accuracy = _multiplier_accuracy(tolerance, r)
         for start, source in ((lam, "factor-search-polish"), (None, "factor-search-least-squares")):
-            corrected = corrected_multiplier(outcome.system, start, accuracy=accuracy)
+            if best is not None and deadline.expired():
+                break
+            corrected = corrected_multiplier(outcome.system, start, accuracy=accuracy, deadline=deadline)
             candidate = certify(outcome.U, outcome.s, outcome.V, corrected, source=source)
             best = better(best, candidate)
             if candidate.certificate.satisfied:
                 return candidate
-    newton = kkt_newton(bmap, b, U, s, V, lam)
+    newton = None if deadline.expired() else kkt_newton(bmap, b, U, s, V, lam, deadline=deadline)
     if newton is not None:
         candidate = certify(newton.U, newton.s, newton.V, newton.multiplier, source="factor-search-newton")
         best = better(best, candidate)

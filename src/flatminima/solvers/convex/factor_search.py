@@ -38,6 +38,7 @@ from collections.abc import Callable
 
 import torch
 
+from flatminima.solvers._deadline import Deadline
 from flatminima.solvers.convex.certificate import Candidate, better
 from flatminima.solvers.convex.factor_polish import polish_and_certify, spectral_polish
 from flatminima.solvers.convex.formulation import Formulation
@@ -86,10 +87,17 @@ def solve_factor_search(
     settings: FactorSearchSettings,
     generator: torch.Generator | None,
     start_time: float,
+    deadline: Deadline | None = None,
 ) -> ConvexResult:
-    """Flat search in factor space with a convex certificate; see the module docstring."""
+    """Flat search in factor space with a convex certificate; see the module docstring.
+
+    ``deadline`` (default: ``settings.time_limit`` from ``start_time``) is tested before the spectral
+    polish, inside L-BFGS, before and inside each polish, and once per augmented-Lagrangian round.
+    """
     from flatminima.solvers.convex.first_order import package_result
 
+    if deadline is None:
+        deadline = Deadline(settings.time_limit, start=start_time)
     bmap = formulation.bmap
     if bmap is None:  # pragma: no cover - guarded by the dispatcher
         raise ValueError("factor search needs a linear constraint")
@@ -101,7 +109,13 @@ def solve_factor_search(
     exact = max(d1, d2) <= settings.exact_dual_limit
     gamma = probe_scale(bmap, b, gen) ** 0.5
     U0, s0, V0 = spectral_start(bmap, b / gamma**2, width, gen)
-    shortcut = spectral_polish(bmap, b, U0, s0, V0, tolerance=settings.tolerance, exact=exact, generator=gen)
+    shortcut = (
+        None
+        if deadline.expired()
+        else spectral_polish(
+            bmap, b, U0, s0, V0, tolerance=settings.tolerance, exact=exact, generator=gen, deadline=deadline
+        )
+    )
     if shortcut is not None and shortcut[0].certificate.satisfied:
         candidate, steps = shortcut
         return package_result(
@@ -151,6 +165,7 @@ def solve_factor_search(
             torch.cat([L.reshape(-1), R.reshape(-1)]),
             gradient_tolerance=inner_tolerance,
             max_iterations=budget,
+            deadline=deadline,
         )
         total_iterations += outcome.iterations
         L = outcome.x[: d1 * k].reshape(d1, k)
@@ -177,7 +192,7 @@ def solve_factor_search(
         stalled = violation > 0.5 * previous_violation
         dual_failure = False
         retry = polished_at < math.inf and violation <= 0.1 * polished_at
-        if rank > 0 and (max(violation, stationarity) <= polish_level or retry):
+        if rank > 0 and (max(violation, stationarity) <= polish_level or retry) and not deadline.expired():
             polish_level = max(violation, stationarity) / 10.0
             polished_at = violation
             candidate = polish_and_certify(
@@ -190,6 +205,7 @@ def solve_factor_search(
                 tolerance=settings.tolerance,
                 exact=exact,
                 generator=gen,
+                deadline=deadline,
             )
             best = better(best, candidate)
             record["kkt"] = candidate.certificate.max_relative_residual
@@ -197,7 +213,7 @@ def solve_factor_search(
                 status, message = Status.CONVERGED, f"certificate met the tolerance in round {round_index}"
                 break
             dual_failure = candidate.certificate.dual_residual > settings.tolerance
-        if settings.time_limit is not None and time.perf_counter() - start_time > settings.time_limit:
+        if deadline.expired():
             status, message = Status.TIME_LIMIT, f"time limit {settings.time_limit} s reached"
             break
         if rank == k and k < min(d1, d2) and (stalled or dual_failure):

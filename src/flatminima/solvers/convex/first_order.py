@@ -33,6 +33,7 @@ import typing
 import torch
 
 from flatminima.errors import ConfigurationError
+from flatminima.solvers._deadline import Deadline
 from flatminima.solvers.convex.admm import AdmmSettings, admm, nuclear_prox
 from flatminima.solvers.convex.certificate import Candidate, better, dense_candidate
 from flatminima.solvers.convex.constraints import AffineSet, BallSet, ConstraintSet, L1BallSet
@@ -66,13 +67,18 @@ def solve_first_order(
     time_limit: float | None,
     start_time: float,
     method: str = "auto",
+    deadline: Deadline | None = None,
 ) -> ConvexResult:
     """Solve a matrix relaxation with ADMM + polish (+ interior point); see the module docstring.
 
     ``method``: ``"admm"`` (ADMM + polish only), ``"interior_point"`` (the SDP interior-point method with
     the polish, equality constraints only) or ``"auto"`` (ADMM, handing over to the interior-point
     method when ADMM stagnates or reaches ``max_iterations`` on an equality-constrained relaxation).
+    ``deadline`` (default: ``time_limit`` from ``start_time``) is shared by every stage: ADMM, the polish
+    (Gauss-Newton, conjugate gradients, Newton-KKT), the interior-point method and the ADMM restart.
     """
+    if deadline is None:
+        deadline = Deadline(time_limit, start=start_time)
     constraint = build_constraint(formulation)
     symmetric = formulation.symmetric
     shape = formulation.shape
@@ -95,7 +101,7 @@ def solve_first_order(
             source="admm",
         )
 
-    polish = make_polish(constraint, symmetric=symmetric, scale=scale, tolerance=tolerance)
+    polish = make_polish(constraint, symmetric=symmetric, scale=scale, tolerance=tolerance, deadline=deadline)
 
     if isinstance(constraint, AffineSet | BallSet) and constraint.infeasibility > tolerance * max(
         scale, 1e-300
@@ -122,7 +128,11 @@ def solve_first_order(
             time_limit,
             start_time,
             max_iterations=max_iterations,
+            deadline=deadline,
         )
+        if direct.candidate is None:  # the deadline passed during the setup: certify the origin
+            origin = evaluate(*_empty_factors(formulation), formulation.b.new_zeros(shape))
+            direct = dataclasses.replace(direct, candidate=origin)
         return _package(formulation, direct, "interior_point", start_time)
     settings = AdmmSettings(
         tolerance=tolerance,
@@ -142,6 +152,7 @@ def solve_first_order(
         dtype=formulation.b.dtype,
         device=formulation.b.device,
         initial_penalty=penalty,
+        deadline=deadline,
     )
     admm_outcome = _Outcome(
         outcome.candidate,
@@ -151,7 +162,7 @@ def solve_first_order(
         outcome.message,
         {"polish_attempts": outcome.polish_attempts},
     )
-    out_of_time = time_limit is not None and time.perf_counter() - start_time > time_limit
+    out_of_time = deadline.expired()
     remaining = max_iterations - outcome.iterations  # max_iterations bounds both methods together
     if outcome.status in (Status.CONVERGED, Status.DIVERGED) or not fallback or out_of_time or remaining < 1:
         return _package(formulation, admm_outcome, "admm", start_time)
@@ -159,13 +170,26 @@ def solve_first_order(
     # degrades): the interior-point method converges regardless.
     assert isinstance(constraint, AffineSet) and polish is not None  # implied by fallback
     second = _interior_point(
-        constraint, polish, symmetric, scale, tolerance, time_limit, start_time, max_iterations=remaining
+        constraint,
+        polish,
+        symmetric,
+        scale,
+        tolerance,
+        time_limit,
+        start_time,
+        max_iterations=remaining,
+        deadline=deadline,
     )
     candidate = better(admm_outcome.candidate, second.candidate)
     assert candidate is not None
     stages = [admm_outcome, second]
     remaining -= second.iterations
-    if not candidate.certificate.satisfied and remaining > 0 and second.candidate is not None:
+    if (
+        not candidate.certificate.satisfied
+        and remaining > 0
+        and second.candidate is not None
+        and not deadline.expired()
+    ):
         # rounding stalls path following within a few multiples of 1e-9; ADMM restarted from its
         # (Z, B^*(y)) gains the last digits at its linear rate (a factor of a few per 200 iterations)
         start = second.candidate
@@ -183,6 +207,7 @@ def solve_first_order(
             device=formulation.b.device,
             initial_penalty=penalty,
             warm_start=((start.U * start.s) @ start.V.mT, typing.cast(torch.Tensor, start.dual_matrix)),
+            deadline=deadline,
         )
         candidate = better(candidate, restarted.candidate)
         stages.append(
@@ -263,6 +288,7 @@ def _interior_point(
     start_time: float,
     *,
     max_iterations: int | None = None,
+    deadline: Deadline | None = None,
 ) -> _Outcome:
     """The interior-point method on B(Z) = b, its iterates certified after an exact projection onto C.
 
@@ -270,6 +296,7 @@ def _interior_point(
     O(mu) on the central path (threshold sqrt(mu s_1)), and hands the rank-r factors to the polish.
     """
     bmap, b = constraint.bmap, constraint.b
+    clock = deadline if deadline is not None else Deadline(time_limit, start=start_time)
 
     def feasible_factors(Z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         Z = constraint.project_accurately((Z + Z.mT) / 2 if symmetric else Z)
@@ -305,6 +332,8 @@ def _interior_point(
         G = bmap.adjoint(y)
         best: Candidate | None = None
         for r in dict.fromkeys(rank for rank in ranks if rank > 0):
+            if best is not None and clock.expired():
+                break
             best = better(best, polish(U[:, :r], s[:r], V[:, :r], G))
             if best is not None and best.certificate.satisfied:
                 break
@@ -318,10 +347,18 @@ def _interior_point(
         max_iterations=min(IPM_MAX_ITERATIONS, max_iterations or IPM_MAX_ITERATIONS),
         time_limit=time_limit,
         start_time=start_time,
+        deadline=clock,
     )
     return _Outcome(
         outcome.candidate, outcome.status, outcome.iterations, outcome.history, outcome.message, {}
     )
+
+
+def _empty_factors(formulation: Formulation) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rank-0 factors (Z = 0) of a formulation's shape."""
+    d1, d2 = formulation.shape
+    b = formulation.b
+    return b.new_zeros(d1, 0), b.new_zeros(0), b.new_zeros(d2, 0)
 
 
 def _infeasible_result(

@@ -69,13 +69,21 @@ class Formulation:
 
 
 def check_instance(instance: object) -> Instance:
-    """Return ``instance`` if it is an :class:`Instance`; raise otherwise."""
+    """Return ``instance`` if it is a valid :class:`Instance` (:meth:`Instance.validate`); raise otherwise.
+
+    Every public solver entry calls this first: observations finite and of length m, ground truth (if
+    any) of the operator's input shape and finite, one dtype and device, what the kind needs.
+
+    Raises:
+        InputTypeError: not an Instance, or a field of the wrong type.
+        InputDataError: a field that does not fit (named, with the requirement and the value).
+    """
     if not isinstance(instance, Instance):
         raise InputTypeError(
-            f"instance must be a flatminima.problems.Instance (from Problem.sample); got "
-            f"{type(instance).__name__}."
+            f"instance must be a flatminima.problems.Instance (from Problem.sample or Instance.from_data); "
+            f"got {type(instance).__name__}."
         )
-    return instance
+    return instance.validate()
 
 
 def formulate(instance: Instance, relaxation: str, *, eps: float | None) -> Formulation:

@@ -45,6 +45,7 @@ from collections.abc import Callable
 import torch
 
 from flatminima.operators import EntryMask
+from flatminima.solvers._deadline import Deadline
 from flatminima.solvers.convex.certificate import Candidate, better
 from flatminima.solvers.convex.linear_map import ScaledMap
 from flatminima.solvers.result import Status
@@ -159,6 +160,7 @@ def interior_point(
     max_iterations: int = 80,
     time_limit: float | None = None,
     start_time: float | None = None,
+    deadline: Deadline | None = None,
 ) -> InteriorPointOutcome:
     """Solve min ||Z||_* s.t. B(Z) = b by the SDP above; ``certify(Z, y)`` judges every iterate.
 
@@ -172,12 +174,22 @@ def interior_point(
         max_iterations: Newton steps at most.
         time_limit: seconds from ``start_time`` (None: none).
         start_time: ``time.perf_counter()`` at the start of the solve.
+        deadline: the solve's deadline (default: ``time_limit`` from ``start_time``); tested between the
+            setup stages (dense rows, Gram factor, least-norm start), before each refinement and once per
+            Newton step.
 
     Returns:
         The best candidate seen (CONVERGED iff its certificate met the tolerance) with the reason the loop
-        ended in ``message``.
+        ended in ``message``; no candidate (status TIME_LIMIT) if the deadline passed during the setup.
     """
     start_time = time.perf_counter() if start_time is None else start_time
+    if deadline is None:
+        deadline = Deadline(time_limit, start=start_time)
+    out_of_time = InteriorPointOutcome(
+        None, Status.TIME_LIMIT, 0, (), f"interior point: time limit {deadline.limit} s reached during setup"
+    )
+    if deadline.expired():
+        return out_of_time
     d1, d2 = bmap.shape
     n = d1 + d2
     m = bmap.num_measurements
@@ -185,6 +197,8 @@ def interior_point(
     rows = bmap.dense_rows().reshape(m, d1, d2)
     flat_rows = rows.reshape(m, -1)
     schur_complement = _schur_complement_function(bmap, rows)
+    if deadline.expired():
+        return out_of_time
     eye = torch.eye(n, dtype=dtype, device=device)
     C = eye / 2
 
@@ -201,6 +215,8 @@ def interior_point(
     gram_factor, info = torch.linalg.cholesky_ex(flat_rows @ flat_rows.mT)
     if int(info) != 0:
         gram_factor = None
+    if deadline.expired():
+        return out_of_time
     # a scale-aware start: xi ~ the size of the least-norm solution's singular values
     least_norm = torch.linalg.lstsq(flat_rows, b.unsqueeze(-1)).solution.reshape(d1, d2)
     xi = max(1.0, 2.0 * float(torch.linalg.matrix_norm(least_norm, ord=2)))
@@ -230,7 +246,11 @@ def interior_point(
             status, message = Status.CONVERGED, f"interior point: certified at iteration {iteration}"
             break
         residual = candidate.certificate.max_relative_residual
-        if refine is not None and residual <= min(REFINE_BELOW, REFINE_GAIN * refined_at):
+        if (
+            refine is not None
+            and residual <= min(REFINE_BELOW, REFINE_GAIN * refined_at)
+            and not deadline.expired()
+        ):
             # the polish costs up to a few dense Newton-KKT solves: tried once per decade of progress
             refined_at = residual
             refined = refine(X[:d1, d1:], y, mu)
@@ -253,8 +273,8 @@ def interior_point(
                 f"the central path, mu = {mu:.1e}) at iteration {iteration}"
             )
             break
-        if time_limit is not None and time.perf_counter() - start_time > time_limit:
-            status, message = Status.TIME_LIMIT, f"interior point: time limit {time_limit} s reached"
+        if deadline.expired():
+            status, message = Status.TIME_LIMIT, f"interior point: time limit {deadline.limit} s reached"
             break
         S_factor, info = torch.linalg.cholesky_ex(S)
         if int(info) != 0:

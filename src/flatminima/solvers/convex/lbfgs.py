@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 import torch
 
+from flatminima.solvers._deadline import NO_DEADLINE, Deadline
+
 FunctionAndGradient = Callable[[torch.Tensor], tuple[float, torch.Tensor]]
 
 
@@ -38,8 +40,12 @@ def lbfgs(
     max_iterations: int,
     memory: int = 12,
     armijo: float = 1e-4,
+    deadline: Deadline = NO_DEADLINE,
 ) -> LbfgsOutcome:
-    """Minimize ``fun`` from ``x0`` until ||grad|| <= gradient_tolerance or ``max_iterations`` steps."""
+    """Minimize ``fun`` from ``x0`` until ||grad|| <= tolerance, ``max_iterations`` steps or ``deadline``.
+
+    The deadline is tested before each iteration (after the first, so that every call makes progress).
+    """
     x = x0
     value, gradient = fun(x)
     evaluations = 1
@@ -50,6 +56,9 @@ def lbfgs(
         grad_norm = float(torch.linalg.vector_norm(gradient))
         if grad_norm <= gradient_tolerance:
             converged = True
+            iteration -= 1
+            break
+        if iteration > 1 and deadline.expired():
             iteration -= 1
             break
         direction = _two_loop(gradient, pairs)

@@ -36,9 +36,11 @@ from typing import Any
 
 import torch
 
+from flatminima._checks import check_real
 from flatminima.problems import Instance
+from flatminima.solvers._deadline import Deadline
 from flatminima.solvers.convex.certificate import make_certificate
-from flatminima.solvers.result import Certificate, Status
+from flatminima.solvers.result import Certificate, Status, check_ground_truth
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -85,13 +87,20 @@ class LpResult:
         scale = float(self.vector.abs().max()) if self.vector.numel() else 0.0
         return self.vector.abs() > tolerance * scale
 
-    def recovery_error(self, ground_truth: torch.Tensor) -> float:
-        """||x - x_true||_2 (ground truth as (d,) or (d, 1))."""
-        return float(torch.linalg.vector_norm(self.vector - ground_truth.reshape(-1).to(self.vector)))
+    def recovery_error(self, ground_truth: torch.Tensor | None) -> float:
+        """||x - x_true||_2 (ground truth as (d,) or (d, 1)).
 
-    def recovered(self, ground_truth: torch.Tensor, tolerance: float = 1e-6) -> bool:
+        Raises:
+            MissingGroundTruthError: ``ground_truth`` is None (an instance built from data has none).
+            InputDataError: the ground truth has the wrong number of entries or non-finite entries.
+        """
+        truth = check_ground_truth(ground_truth, (self.vector.numel(), 1), allow_vector=True)
+        return float(torch.linalg.vector_norm(self.vector - truth.reshape(-1).to(self.vector)))
+
+    def recovered(self, ground_truth: torch.Tensor | None, tolerance: float = 1e-6) -> bool:
         """True iff the solve converged and the error is below ``tolerance``."""
-        return self.converged and self.recovery_error(ground_truth) < tolerance
+        check_real("tolerance", tolerance, low=0.0, low_open=True)
+        return self.recovery_error(ground_truth) < tolerance and self.converged
 
     def factors(self) -> tuple[torch.Tensor, ...]:
         """Balanced Hadamard factors (v_1, ..., v_k): |v_i| = |x|^{1/k}, the signs carried by v_1."""
@@ -118,7 +127,12 @@ def solve_lp(
     time_limit: float | None,
     start_time: float,
 ) -> LpResult:
-    """Solve the l_p depth problem of a sparse-recovery instance (see the module docstring)."""
+    """Solve the l_p depth problem of a sparse-recovery instance (see the module docstring).
+
+    ``time_limit`` (seconds from ``start_time``) bounds the ADMM loop (p = 1) and the dual Newton
+    iterations (p > 1); the CVXPY backend passes the remaining time to Clarabel.
+    """
+    deadline = Deadline(time_limit, start=start_time)
     A = instance.operator.matrix  # type: ignore[attr-defined]
     b = instance.observations
     w = depth_weights(instance, weighted=weighted)
@@ -127,13 +141,15 @@ def solve_lp(
     if backend == "cvxpy":
         from flatminima.solvers.convex.lp_reference import solve_lp_cvxpy
 
-        x, lam, status_text, iterations = solve_lp_cvxpy(A, b, w, depth)
+        x, lam, status_text, iterations = solve_lp_cvxpy(A, b, w, depth, time_limit=_remaining(deadline))
         certificate = lp_certificate(A, b, w, p, x, lam, tolerance)
         status = (
             Status.CONVERGED
             if status_text == "optimal" and certificate.satisfied
             else (Status.INFEASIBLE if status_text == "infeasible" else Status.INACCURATE)
         )
+        if status is not Status.CONVERGED and deadline.expired():
+            status = Status.TIME_LIMIT
         return LpResult(
             instance.kind,
             relaxation,
@@ -153,10 +169,10 @@ def solve_lp(
         )
     limit = max_iterations if max_iterations is not None else (20_000 if p == 1.0 else 200)
     if p == 1.0:
-        x, lam, status, iterations, history = _weighted_l1(A, b, w, tolerance, limit, time_limit, start_time)
+        x, lam, status, iterations, history = _weighted_l1(A, b, w, tolerance, limit, deadline)
         method = "admm"
     else:
-        x, lam, status, iterations, history = _dual_newton(A, b, w, p, tolerance, limit)
+        x, lam, status, iterations, history = _dual_newton(A, b, w, p, tolerance, limit, deadline)
         method = "dual_newton"
     certificate = lp_certificate(A, b, w, p, x, lam, tolerance)
     if certificate.satisfied:
@@ -231,10 +247,9 @@ def _weighted_l1(
     w: torch.Tensor,
     tolerance: float,
     max_iterations: int,
-    time_limit: float | None,
-    start_time: float,
+    deadline: Deadline,
 ) -> tuple[torch.Tensor, torch.Tensor, Status, int, list[dict[str, float]]]:
-    """ADMM for weighted basis pursuit with support polishing."""
+    """ADMM for weighted basis pursuit with support polishing, until ``deadline``."""
     chol = torch.linalg.cholesky(A @ A.mT)
 
     def solve(y: torch.Tensor) -> torch.Tensor:
@@ -280,7 +295,7 @@ def _weighted_l1(
             if best is not None and best[0] <= tolerance:
                 status = Status.CONVERGED
                 break
-        if time_limit is not None and time.perf_counter() - start_time > time_limit:
+        if deadline.expired():
             status = Status.TIME_LIMIT
             break
         if iteration % 5 == 0:
@@ -291,6 +306,11 @@ def _weighted_l1(
     if best is None:
         best = (math.inf, z, solve(A @ (rho * u)))
     return best[1], best[2], status, iteration, history
+
+
+def _remaining(deadline: Deadline) -> float | None:
+    """Seconds left for a sub-solver (None: no limit; at least a millisecond)."""
+    return None if not deadline.bounded else max(deadline.remaining(), 1e-3)
 
 
 def _support_polish(
@@ -312,9 +332,15 @@ def _support_polish(
 
 
 def _dual_newton(
-    A: torch.Tensor, b: torch.Tensor, w: torch.Tensor, p: float, tolerance: float, max_iterations: int
+    A: torch.Tensor,
+    b: torch.Tensor,
+    w: torch.Tensor,
+    p: float,
+    tolerance: float,
+    max_iterations: int,
+    deadline: Deadline,
 ) -> tuple[torch.Tensor, torch.Tensor, Status, int, list[dict[str, float]]]:
-    """Damped Newton on the dual of min sum w |x|^p s.t. A x = b (1 < p < 2)."""
+    """Damped Newton on the dual of min sum w |x|^p s.t. A x = b (1 < p < 2), until ``deadline``."""
     q = 1.0 / (p - 1.0)
 
     def primal_of(lam: torch.Tensor) -> torch.Tensor:
@@ -340,6 +366,9 @@ def _dual_newton(
         history.append({"iteration": iteration, "residual": residual / max(scale, 1e-300)})
         if residual <= 0.1 * tolerance * scale:
             status = Status.CONVERGED
+            break
+        if deadline.expired():
+            status = Status.TIME_LIMIT
             break
         curvature = q * x.abs() / g.abs().clamp_min(1e-300)
         H = (A * curvature) @ A.mT

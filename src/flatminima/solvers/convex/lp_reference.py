@@ -16,9 +16,12 @@ from flatminima.solvers.convex.cvxpy_backend import CLARABEL_SETTINGS, import_cv
 
 
 def solve_lp_cvxpy(
-    A: torch.Tensor, b: torch.Tensor, w: torch.Tensor, depth: int
+    A: torch.Tensor, b: torch.Tensor, w: torch.Tensor, depth: int, *, time_limit: float | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None, str, int]:
-    """Return (x, lambda, CVXPY status, iterations); lambda follows min f - <lambda, A x - b>."""
+    """Return (x, lambda, CVXPY status, iterations); lambda follows min f - <lambda, A x - b>.
+
+    ``time_limit``: seconds for Clarabel (None: none).
+    """
     cp = import_cvxpy()
     A_np = A.detach().cpu().double().numpy()
     b_np = b.detach().cpu().double().numpy()
@@ -34,7 +37,10 @@ def solve_lp_cvxpy(
     try:
         with warnings.catch_warnings():  # the status carries "inaccurate"; it is mapped by the caller
             warnings.simplefilter("ignore", UserWarning)
-            problem.solve(solver=cp.CLARABEL, **CLARABEL_SETTINGS)
+            settings = dict(CLARABEL_SETTINGS)
+            if time_limit is not None:
+                settings["time_limit"] = float(time_limit)
+            problem.solve(solver=cp.CLARABEL, **settings)
         status = str(problem.status)
     except cp.error.SolverError:
         status = "solver_error"

@@ -33,15 +33,21 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 import typing
 
 import torch
 
+from flatminima.solvers._deadline import NO_DEADLINE, Deadline
 from flatminima.solvers.convex.linear_map import ScaledMap
 from flatminima.solvers.convex.structured import factor_svd
 
 #: above this many unknowns (n + m) the dense KKT Newton step is skipped.
 KKT_SIZE_LIMIT = 6000
+
+#: seconds per (system size)^3 of the last Newton-KKT step of this process, to predict the first step of
+#: a time-limited polish (a dense solve of a few thousand unknowns can take longer than the whole limit).
+_SECONDS_PER_CUBE = [0.0]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,11 +71,15 @@ def kkt_newton(
     *,
     eps: float | None = None,
     max_steps: int = 15,
+    deadline: Deadline = NO_DEADLINE,
 ) -> NewtonOutcome | None:
     """Newton-KKT iterations from Z = U diag(s) V^T and multiplier lambda; None if the system is too big.
 
     ``eps``: the radius of the ball constraint ||B(Z) - b|| <= eps (None or 0: the equality B(Z) = b);
-    the ball must be active at the solution (lambda != 0).
+    the ball must be active at the solution (lambda != 0). None as well when the first step would end
+    past ``deadline`` (predicted from the last step this process took, scaled by the cube of the system
+    size); later steps are skipped once the previous step's duration would carry the next one past it
+    (each step is a dense solve of size (d1 + d2) r + m, the expensive part of a polish).
     """
     d1, d2 = bmap.shape
     r = int(s.numel())
@@ -77,6 +87,10 @@ def kkt_newton(
     n = (d1 + d2) * r
     ball = eps is not None and eps > 0
     if r == 0 or n + m > KKT_SIZE_LIMIT or (ball and float(torch.linalg.vector_norm(lam)) == 0.0):
+        return None
+    size = n + m + r * (r - 1) // 2
+    step_cost = _SECONDS_PER_CUBE[0] * size**3
+    if not deadline.allows(step_cost):
         return None
     root = s.sqrt()
     L, R = U * root, V * root
@@ -103,6 +117,9 @@ def kkt_newton(
         best = (L, R, lam)
         if len(residuals) > max_steps or norm <= 1e-15 * max(1.0, float(torch.linalg.vector_norm(b))):
             break
+        if not deadline.allows(step_cost):
+            break
+        clock = time.perf_counter()
         rows_R, rows_L = bmap.tangent_rows(L, R)  # B_l^T L (m, d2, r) and B_l R (m, d1, r)
         J = torch.cat([rows_L.reshape(m, -1), rows_R.reshape(m, -1)], dim=1)
         H = torch.eye(n, dtype=b.dtype, device=b.device)
@@ -137,6 +154,8 @@ def kkt_newton(
         L = L + solution[: d1 * r].reshape(d1, r)
         R = R + solution[d1 * r : n].reshape(d2, r)
         lam = lam + solution[n : n + m]
+        step_cost = time.perf_counter() - clock
+        _SECONDS_PER_CUBE[0] = step_cost / size**3
     L, R, lam = best
     U_new, s_new, V_new = factor_svd(L, R)
     return NewtonOutcome(U_new, s_new, V_new, lam, tuple(residuals))

@@ -25,10 +25,12 @@ References:
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 
 import torch
 
+from flatminima.solvers._deadline import NO_DEADLINE, Deadline
 from flatminima.solvers.convex.linear_map import ScaledMap
 
 #: above this many Jacobian entries, or this many unknowns, the matrix-free conjugate-gradient path is used.
@@ -109,16 +111,25 @@ class TangentSystem:
         return torch.cat([first.reshape(-1), second.reshape(-1)])
 
     def solve_normal(
-        self, rhs: torch.Tensor, *, tolerance: float = 1e-11, max_iterations: int = 500
+        self,
+        rhs: torch.Tensor,
+        *,
+        tolerance: float = 1e-11,
+        max_iterations: int = 500,
+        deadline: Deadline = NO_DEADLINE,
     ) -> torch.Tensor:
-        """X = (J^T J)^+ rhs (dense pseudo-inverse, or conjugate gradients from 0)."""
+        """X = (J^T J)^+ rhs (dense pseudo-inverse, or conjugate gradients from 0 until ``deadline``)."""
         if self._cholesky is not None:
             return torch.cholesky_solve(rhs.unsqueeze(-1), self._cholesky).squeeze(-1)
         if self._pinv is not None:
             Q, inverse = self._pinv
             return Q @ (inverse * (Q.mT @ rhs))
         return conjugate_gradient(
-            lambda x: self.rmatvec(self.matvec(x)), rhs, tolerance=tolerance, max_iterations=max_iterations
+            lambda x: self.rmatvec(self.matvec(x)),
+            rhs,
+            tolerance=tolerance,
+            max_iterations=max_iterations,
+            deadline=deadline,
         )
 
 
@@ -128,12 +139,14 @@ def conjugate_gradient(
     *,
     tolerance: float,
     max_iterations: int,
+    deadline: Deadline = NO_DEADLINE,
 ) -> torch.Tensor:
     """Conjugate gradients for a symmetric PSD operator, from x = 0, to ||residual|| <= tol ||rhs||.
 
     Returns the iterate with the smallest recursive residual: once rounding stalls the true residual,
     further steps can lose conjugacy and diverge, so the loop also stops when the residual has grown
-    a hundredfold above its minimum.
+    a hundredfold above its minimum. It also stops (with the best iterate so far) once ``deadline``
+    has passed.
     """
     x = torch.zeros_like(rhs)
     r = rhs.clone()
@@ -142,7 +155,7 @@ def conjugate_gradient(
     target = tolerance**2 * rr
     best_x, best_rr = x, rr
     for _ in range(max_iterations):
-        if rr <= target or rr == 0.0 or rr > 1e4 * best_rr:
+        if rr <= target or rr == 0.0 or rr > 1e4 * best_rr or deadline.expired():
             break
         Ap = apply(p)
         curvature = float(p @ Ap)
@@ -209,6 +222,7 @@ def gauss_newton(
     max_steps: int = 12,
     dense: bool | None = None,
     target: float | None = None,
+    deadline: Deadline = NO_DEADLINE,
 ) -> PolishOutcome:
     """Riemannian Gauss-Newton for B(Z) = b on the rank-r manifold, from Z = U diag(s) V^T.
 
@@ -216,13 +230,17 @@ def gauss_newton(
     inexact Newton step whose conjugate-gradient forcing term eta is min(0.1, ||res|| / ||b||) (quadratic
     convergence) but never tighter than 0.1 target / ||res||: the last step only needs to bring the
     residual below the target, not to round-off (Dembo, Eisenstat, Steihaug, SIAM J. Numer. Anal. 1982).
+    No step starts once ``deadline`` has passed or when the previous step's duration would carry the
+    next one past it.
     """
     scale = float(torch.linalg.vector_norm(b))
     eps = torch.finfo(b.dtype).eps
     floor = max(4 * eps, 1e-13) * scale
     target = floor if target is None else max(target, floor)
     residuals: list[float] = []
+    clock = time.perf_counter()
     system = TangentSystem(bmap, U, V, dense=dense)
+    step_cost = time.perf_counter() - clock  # a step costs about one tangent system and its solve
     best = (U, s, V, system)
     for _ in range(max_steps + 1):
         residual = b - bmap.apply_factored(U * s, V)
@@ -231,11 +249,12 @@ def gauss_newton(
         if not norm < 0.5 * min(residuals[:-1], default=2 * norm + 1.0):
             break  # no sufficient decrease (or NaN): keep the best iterate
         best = (U, s, V, system)
-        if norm <= target or len(residuals) > max_steps:
+        if norm <= target or len(residuals) > max_steps or not deadline.allows(step_cost):
             break
+        clock = time.perf_counter()
         # inexact Newton: a forcing term proportional to the residual keeps quadratic convergence
         forcing = min(0.1, max(norm / max(scale, 1e-300), 0.1 * target / norm))
-        x = system.solve_normal(system.rmatvec(residual), tolerance=max(forcing, 1e-11))
+        x = system.solve_normal(system.rmatvec(residual), tolerance=max(forcing, 1e-11), deadline=deadline)
         Y1, Y2 = system.split(x)
         U_new, s_new, V_new = retract(U, s, V, Y1, Y2)
         if symmetric:
@@ -244,12 +263,17 @@ def gauss_newton(
             break
         U, s, V = U_new, s_new, V_new
         system = TangentSystem(bmap, U, V, dense=dense)
+        step_cost = time.perf_counter() - clock
     U, s, V, system = best
     return PolishOutcome(U, s, V, tuple(residuals), system)
 
 
 def corrected_multiplier(
-    system: TangentSystem, lam0: torch.Tensor | None, *, accuracy: float = 1e-12
+    system: TangentSystem,
+    lam0: torch.Tensor | None,
+    *,
+    accuracy: float = 1e-12,
+    deadline: Deadline = NO_DEADLINE,
 ) -> torch.Tensor:
     """Return lambda = lambda0 + J w with J^T lambda = (V, 0) up to ``accuracy`` ||U V^T||_F.
 
@@ -261,5 +285,5 @@ def corrected_multiplier(
     rhs = target if lam0 is None else target - system.rmatvec(lam0)
     # accuracy relative to the target (||U V^T||_F = sqrt(r)), not to the (possibly small) correction
     ratio = float(torch.linalg.vector_norm(target)) / max(float(torch.linalg.vector_norm(rhs)), 1e-300)
-    w = system.solve_normal(rhs, tolerance=min(1e-2, max(accuracy * ratio, 1e-14)))
+    w = system.solve_normal(rhs, tolerance=min(1e-2, max(accuracy * ratio, 1e-14)), deadline=deadline)
     return system.matvec(w) if lam0 is None else lam0 + system.matvec(w)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import torch
 
+from flatminima.solvers._deadline import NO_DEADLINE, Deadline
 from flatminima.solvers.convex.admm import Polish
 from flatminima.solvers.convex.certificate import Candidate, better, dense_candidate
 from flatminima.solvers.convex.constraints import AffineSet, BallSet, ConstraintSet
@@ -24,13 +25,19 @@ from flatminima.solvers.convex.polish import corrected_multiplier, gauss_newton,
 
 
 def make_polish(
-    constraint: ConstraintSet, *, symmetric: bool, scale: float, tolerance: float
+    constraint: ConstraintSet,
+    *,
+    symmetric: bool,
+    scale: float,
+    tolerance: float,
+    deadline: Deadline = NO_DEADLINE,
 ) -> Polish | None:
     """The polish of rank-identified ADMM iterates for a linear constraint set (None for robust PCA).
 
     Equality constraints: Gauss-Newton feasibility on the rank-r manifold + multiplier correction, then
     Newton-KKT. Ball constraints: Newton-KKT with the ball's constraint row (the residual of length eps,
     antiparallel to the multiplier); both reach round-off in a few steps once the rank is identified.
+    Every stage is skipped once ``deadline`` has passed (the polish then returns what it has, or None).
     """
     if not isinstance(constraint, AffineSet | BallSet):
         return None
@@ -66,18 +73,22 @@ def make_polish(
         r = int(s.numel())
         # 1. feasibility by Gauss-Newton on the rank-r manifold, then the multiplier; only where the
         #    rank-r feasible set can be locally unique (dim T <= m)
+        if deadline.expired():
+            return None
         if eps is None and ((d1 + d2 - r) * r <= bmap.num_measurements or symmetric):
-            outcome = gauss_newton(bmap, b, U, s, V, symmetric=symmetric)
+            outcome = gauss_newton(bmap, b, U, s, V, symmetric=symmetric, deadline=deadline)
             for start, source in ((lam_admm, "polish-gauss-newton"), (None, "polish-least-squares")):
-                lam = corrected_multiplier(outcome.system, start)
+                if best is not None and deadline.expired():
+                    break
+                lam = corrected_multiplier(outcome.system, start, deadline=deadline)
                 best = better(best, certify(outcome.U, outcome.s, outcome.V, lam, source))
                 if best is not None and best.certificate.satisfied:
                     return best
         # 2. Newton on the KKT system of the factored problem (uses the objective as well). A symmetric
         #    relaxation is solved as the general one, whose optimal set is closed under transposition
         #    (B(Z) = B(Z^T)) and so holds the symmetric solution, then symmetrized.
-        if lam_admm is not None:
-            newton = kkt_newton(bmap, b, U, s, V, lam_admm, eps=eps)
+        if lam_admm is not None and not deadline.expired():
+            newton = kkt_newton(bmap, b, U, s, V, lam_admm, eps=eps, deadline=deadline)
             if newton is not None:
                 factors = (newton.U, newton.s, newton.V)
                 if symmetric:

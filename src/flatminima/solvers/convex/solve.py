@@ -18,6 +18,7 @@ import torch
 from flatminima._checks import check_int_in_range, check_real
 from flatminima.errors import ConfigurationError, InputTypeError
 from flatminima.problems import Instance
+from flatminima.solvers._deadline import Deadline
 from flatminima.solvers.convex.factor_search import FactorSearchSettings, solve_factor_search
 from flatminima.solvers.convex.first_order import solve_first_order
 from flatminima.solvers.convex.formulation import (
@@ -97,7 +98,6 @@ def _solve(
     generator: torch.Generator | None,
 ) -> ConvexResult | LpResult:
     start = time.perf_counter()
-    instance = check_instance(instance)
     _check_options(
         backend=backend,
         method=method,
@@ -108,6 +108,8 @@ def _solve(
         width=width,
         generator=generator,
     )
+    instance = check_instance(instance)
+    deadline = Deadline(None if time_limit is None else float(time_limit), start=start)
     tol = float(tolerance) if tolerance is not None else default_tolerance(instance.dtype, backend)
     if instance.kind == VECTOR_KIND:
         if depth is None:
@@ -137,7 +139,13 @@ def _solve(
     if backend == "cvxpy":
         from flatminima.solvers.convex.cvxpy_backend import solve_cvxpy
 
-        return solve_cvxpy(formulation, tolerance=tol, time_limit=time_limit, max_iterations=max_iterations)
+        return solve_cvxpy(
+            formulation,
+            tolerance=tol,
+            time_limit=time_limit,
+            max_iterations=max_iterations,
+            deadline=deadline,
+        )
     chosen = _choose_method(formulation, method)
     if chosen == "factor_search":
         settings = FactorSearchSettings(
@@ -146,7 +154,9 @@ def _solve(
             time_limit=time_limit,
             width=width,
         )
-        return solve_factor_search(formulation, settings=settings, generator=generator, start_time=start)
+        return solve_factor_search(
+            formulation, settings=settings, generator=generator, start_time=start, deadline=deadline
+        )
     return solve_first_order(
         formulation,
         tolerance=tol,
@@ -154,6 +164,7 @@ def _solve(
         time_limit=time_limit,
         start_time=start,
         method=chosen,
+        deadline=deadline,
     )
 
 
@@ -206,7 +217,8 @@ def solve_flat(
     * ``eps``: the noisy version min ||Z||_* s.t. ||A(D1^{-1} Z D2^{-1}) - b||_2 <= eps.
 
     Args:
-        instance: a problem instance (its dtype/device are kept by the result).
+        instance: a problem instance (its dtype/device are kept by the result); its ground truth may
+            be None (an instance built from data): only recovery metrics need it.
         backend: ``"torch"`` (first-order ADMM / factor search, certified) or ``"cvxpy"`` (Clarabel).
         method: ``"auto"`` (ADMM, handing over to the interior-point method where ADMM stagnates, or the
             factor search for large instances), ``"admm"`` (d1 x d2 iterates), ``"interior_point"`` (the
@@ -214,9 +226,15 @@ def solve_flat(
             factors, for large structured instances).
         eps: noise level of the ball constraint (None: equality).
         depth: Hadamard depth k >= 2 for sparse_recovery (default 2, weighted l1).
-        tolerance: relative KKT tolerance (default 1e-9 in float64; 1e-7 for the cvxpy backend).
-        max_iterations: iteration limit (ADMM iterations; L-BFGS steps for the factor search).
-        time_limit: seconds; the status becomes ``TIME_LIMIT`` when exceeded.
+        tolerance: relative KKT tolerance, finite and > 0 (default 1e-9 in float64; 1e-7 for the cvxpy
+            backend).
+        max_iterations: iteration limit >= 1 (ADMM iterations; L-BFGS steps for the factor search).
+        time_limit: seconds > 0 for the whole solve; the status becomes ``TIME_LIMIT`` when exceeded.
+            Every stage checks the clock (ADMM and interior-point iterations, the setup of the
+            interior-point method, the polish's Gauss-Newton / conjugate-gradient / Newton-KKT steps,
+            L-BFGS), so the solve returns within about one iteration's cost of the limit. The cvxpy
+            backend passes the remaining time to Clarabel; CVXPY's model compilation before it is not
+            interruptible.
         width: initial factor width of the factor search (default min(d1, d2, 10); grown if needed).
         generator: random stream of the factor search's start vectors (default: a fixed seed).
 
@@ -226,7 +244,11 @@ def solve_flat(
 
     Raises:
         ConfigurationError: unknown backend or method, or an option the kind does not take.
-        InputDataError: a negative eps or a non-positive tolerance, width < 1, ...
+        InputDataError: a bad instance (non-finite observations, observations of the wrong length, a
+            ground truth of the wrong shape, ... see :meth:`~flatminima.problems.Instance.validate`), a
+            negative or non-finite eps, a non-positive or non-finite tolerance or time_limit,
+            max_iterations or width < 1, ...
+        InputTypeError: an option of the wrong type (e.g. max_iterations=2.5) or not an Instance.
         SingularRescalingError: D1 or D2 singular (e.g. completion with an empty row or column).
         SolverError: ``backend="cvxpy"`` without the ``reference`` extra.
 

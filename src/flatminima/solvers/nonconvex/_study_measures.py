@@ -56,14 +56,17 @@ class References:
 
 
 def solution_metrics(objective: Objective, params: Params, instance: Instance, refs: References) -> Row:
-    """The study's measures of one parameter tuple (see the module docstring)."""
+    """The study's measures of one parameter tuple (see the module docstring).
+
+    ``recovery_error`` is nan for an instance without a ground truth (``ground_truth=None``).
+    """
     joint = isinstance(objective, BilinearFactorization)
     X = objective.end_to_end(params)  # type: ignore[attr-defined]
     M = instance.ground_truth
     row: Row = {
         "final_loss": float(objective.value(params)),
         "scaled_trace": float(objective.scaled_trace(params)),
-        "recovery_error": _relative(X, M),
+        "recovery_error": math.nan if M is None else _relative(X, M),  # nan: no ground truth known
         "balancedness": float(balancedness(*params)) if joint else math.nan,
         "dist_flat": _relative(X, refs.flat_matrix),
         "dist_nnm": _relative(X, refs.nnm_matrix),

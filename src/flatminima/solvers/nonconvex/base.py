@@ -8,7 +8,8 @@ reproducible given it; deterministic solvers accept and ignore one, so that swee
 arguments to every solver.
 
 Stopping: after ``max_iterations`` (``MAX_ITERATIONS``), when the elapsed time exceeds ``time_limit``
-(``TIME_LIMIT``), when an iterate is not finite or its norm exceeds ``divergence_threshold``
+(``TIME_LIMIT``; tested after every iteration, so a run returns within about one iteration and one
+history record of the limit), when an iterate is not finite or its norm exceeds ``divergence_threshold``
 (``DIVERGED``; the last finite iterate is returned), or, for deterministic solvers with
 ``tolerance > 0``, when the norm of the update direction (the gradient the solver descends) is
 <= ``tolerance`` (``CONVERGED``). Stochastic solvers never report ``CONVERGED``.
@@ -28,6 +29,7 @@ from flatminima._checks import check_generator, check_int_in_range, check_real
 from flatminima.errors import InputTypeError
 from flatminima.objectives import Objective
 from flatminima.optim._random import require_generator
+from flatminima.problems import Instance
 from flatminima.solvers.nonconvex._oracles import check_objective
 from flatminima.solvers.nonconvex.result import NonconvexResult
 from flatminima.solvers.result import Status
@@ -139,10 +141,15 @@ class NonconvexSolver(abc.ABC):
         Raises:
             InputTypeError: if ``objective`` is not an Objective, ``init`` not a tuple of tensors, or a
                 stochastic solver gets no generator.
-            InputDataError: if ``init`` does not fit the objective, or a hyperparameter does not fit the
-                data (e.g. a batch larger than the number of measurements).
+            InputDataError: if ``init`` does not fit the objective, the objective's instance is invalid
+                (:meth:`~flatminima.problems.Instance.validate`: non-finite observations, observations of
+                the wrong length, ...), or a hyperparameter does not fit the data (e.g. a batch larger
+                than the number of measurements).
         """
         objective = check_objective(objective)
+        instance = getattr(objective, "instance", None)
+        if isinstance(instance, Instance):
+            instance.validate()
         params = tuple(p.detach().clone() for p in objective.check_params(init, label="init"))
         if self.stochastic:
             generator = require_generator(type(self).__name__, generator)
@@ -166,8 +173,6 @@ class NonconvexSolver(abc.ABC):
                 iteration -= 1
                 break
             params = candidate
-            if iteration % every == 0 or iteration == self.max_iterations:
-                history.append(self._record(objective, params, state, iteration, start))
             direction_norm = self._direction_norm(state)
             if direction_norm <= self.tolerance:
                 status = Status.CONVERGED
@@ -177,6 +182,8 @@ class NonconvexSolver(abc.ABC):
                 status = Status.TIME_LIMIT
                 message = f"time limit {self.time_limit:g} s reached after {iteration} iterations"
                 break
+            if iteration % every == 0 or iteration == self.max_iterations:
+                history.append(self._record(objective, params, state, iteration, start))
         else:
             message = f"{self.max_iterations} iterations"
         final = self._final(objective, params, state)

@@ -79,7 +79,9 @@ class StochasticWeightAveraging(GradientDescent):
         divergence_threshold: float = 1e6,
     ) -> None:
         self.batch_size = check_batch_size_argument(batch_size)
-        start = max_iterations // 2 if swa_start is None and isinstance(max_iterations, int) else swa_start
+        # checked first: the default swa_start is derived from it (a bad value must be named as itself)
+        check_int_in_range("max_iterations", max_iterations, low=1)
+        start = max_iterations // 2 if swa_start is None else swa_start
         self.swa_start = check_int_in_range("swa_start", start, low=0)
         self.swa_frequency = check_int_in_range("swa_frequency", swa_frequency, low=1)
         super().__init__(
