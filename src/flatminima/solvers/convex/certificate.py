@@ -8,6 +8,14 @@ For a primal Z = U diag(s) V^T and a dual matrix G (= B^*(lambda) for linear con
 * tangent residual: ||P_T(G) - U V^T||_F, the subgradient condition G = U V^T + W, W on the complement
   of the tangent space T of Z (implied by the three above; reported as a diagnostic).
 
+Weak duality pairs **any** feasible Z with **any** dual point: ||Z||_* >= p* >= d(lambda / max(1,
+||B^*(lambda)||_op)) = d(lambda) / max(1, ||B^*(lambda)||_op), the dual function d being positively
+homogeneous for the equality and ball constraints (<lambda, b> and <lambda, b> - eps ||lambda||). A
+:class:`BoundLedger` keeps the smallest feasible primal value and the largest dual bound seen during a
+solve, from whichever iterates they come: near the end of an interior-point path the primal and the dual
+lose their last digits to rounding at different iterations, and their best pair certifies where no
+single iterate does.
+
 References:
     Recht, Fazel, Parrilo. Guaranteed minimum-rank solutions of linear matrix equations via nuclear
     norm minimization (SIAM Review 2010), Section 3 (optimality conditions).
@@ -125,3 +133,59 @@ def better(first: Candidate | None, second: Candidate | None) -> Candidate | Non
     a = first.certificate.max_relative_residual
     b = second.certificate.max_relative_residual
     return second if b < a else first
+
+
+@dataclasses.dataclass
+class BoundLedger:
+    """The best primal candidate (feasible, smallest objective) and dual bound seen during one solve.
+
+    Only for constraint sets whose dual function is positively homogeneous (B(Z) = b and the ball
+    ||B(Z) - b|| <= eps), so that a multiplier scaled by 1 / max(1, ||B^*(lambda)||_op) stays a valid bound.
+    """
+
+    tolerance: float
+    scale: float
+    primal: Candidate | None = None
+    dual: Candidate | None = None
+    dual_bound: float = -math.inf
+
+    def observe(self, candidate: Candidate | None) -> None:
+        """Record a candidate's primal point (if feasible to the tolerance) and its dual bound."""
+        if candidate is None:
+            return
+        certificate = candidate.certificate
+        feasible = certificate.relative_primal_residual <= self.tolerance
+        value = certificate.primal_objective
+        if (
+            feasible
+            and math.isfinite(value)
+            and (self.primal is None or value < self.primal.certificate.primal_objective)
+        ):
+            self.primal = candidate
+        norm = certificate.dual_norm
+        if candidate.dual_matrix is None or not certificate.dual_norm_exact or not math.isfinite(norm):
+            return
+        bound = certificate.dual_objective / max(1.0, norm)
+        if math.isfinite(bound) and bound > self.dual_bound:
+            self.dual, self.dual_bound = candidate, bound
+
+    def combined(self, *, symmetric: bool) -> Candidate | None:
+        """The best primal point with the best scaled dual point, certified as one candidate (or None)."""
+        primal, dual = self.primal, self.dual
+        if primal is None or dual is None or dual.dual_matrix is None:
+            return None
+        factor = max(1.0, dual.certificate.dual_norm)
+        G = dual.dual_matrix / factor
+        multiplier = None if dual.multiplier is None else dual.multiplier / factor
+        certificate = make_certificate(
+            primal_residual=primal.certificate.primal_residual,
+            scale=self.scale,
+            primal_objective=primal.certificate.primal_objective,
+            dual_objective=self.dual_bound,
+            dual_norm=operator_norm(G, symmetric=symmetric),
+            dual_norm_exact=True,
+            tangent=tangent_residual(primal.U, primal.V, G),
+            tolerance=self.tolerance,
+        )
+        source = primal.source if primal is dual else f"{primal.source} + dual of {dual.source}"
+        return Candidate(primal.U, primal.s, primal.V, multiplier, G, certificate, source)

@@ -35,7 +35,7 @@ import torch
 from flatminima.errors import ConfigurationError
 from flatminima.solvers._deadline import Deadline
 from flatminima.solvers.convex.admm import AdmmSettings, admm, nuclear_prox
-from flatminima.solvers.convex.certificate import Candidate, better, dense_candidate
+from flatminima.solvers.convex.certificate import BoundLedger, Candidate, better, dense_candidate
 from flatminima.solvers.convex.constraints import AffineSet, BallSet, ConstraintSet, L1BallSet
 from flatminima.solvers.convex.formulation import Formulation
 from flatminima.solvers.convex.interior_point import interior_point, interior_point_fits
@@ -83,11 +83,14 @@ def solve_first_order(
     symmetric = formulation.symmetric
     shape = formulation.shape
     scale = constraint.scale
+    # weak duality pairs the best feasible point with the best dual bound of the whole run
+    ledger = BoundLedger(tolerance, scale) if isinstance(constraint, AffineSet | BallSet) else None
+    observe = ledger.observe if ledger is not None else None
 
     def evaluate(U: torch.Tensor, s: torch.Tensor, V: torch.Tensor, G: torch.Tensor) -> Candidate:
         lam, G_dual, dual_value = constraint.dual(G)
         Z = (U * s) @ V.mT
-        return dense_candidate(
+        candidate = dense_candidate(
             U=U,
             s=s,
             V=V,
@@ -100,8 +103,13 @@ def solve_first_order(
             tolerance=tolerance,
             source="admm",
         )
+        if observe is not None:
+            observe(candidate)
+        return candidate
 
-    polish = make_polish(constraint, symmetric=symmetric, scale=scale, tolerance=tolerance, deadline=deadline)
+    polish = make_polish(
+        constraint, symmetric=symmetric, scale=scale, tolerance=tolerance, deadline=deadline, observe=observe
+    )
 
     if isinstance(constraint, AffineSet | BallSet) and constraint.infeasibility > tolerance * max(
         scale, 1e-300
@@ -129,11 +137,12 @@ def solve_first_order(
             start_time,
             max_iterations=max_iterations,
             deadline=deadline,
+            ledger=ledger,
         )
         if direct.candidate is None:  # the deadline passed during the setup: certify the origin
             origin = evaluate(*_empty_factors(formulation), formulation.b.new_zeros(shape))
             direct = dataclasses.replace(direct, candidate=origin)
-        return _package(formulation, direct, "interior_point", start_time)
+        return _package(formulation, direct, "interior_point", start_time, ledger)
     settings = AdmmSettings(
         tolerance=tolerance,
         max_iterations=max_iterations,
@@ -165,7 +174,7 @@ def solve_first_order(
     out_of_time = deadline.expired()
     remaining = max_iterations - outcome.iterations  # max_iterations bounds both methods together
     if outcome.status in (Status.CONVERGED, Status.DIVERGED) or not fallback or out_of_time or remaining < 1:
-        return _package(formulation, admm_outcome, "admm", start_time)
+        return _package(formulation, admm_outcome, "admm", start_time, ledger)
     # ADMM stagnated (near a phase transition the solution is not strictly complementary and its rate
     # degrades): the interior-point method converges regardless.
     assert isinstance(constraint, AffineSet) and polish is not None  # implied by fallback
@@ -179,6 +188,7 @@ def solve_first_order(
         start_time,
         max_iterations=remaining,
         deadline=deadline,
+        ledger=ledger,
     )
     candidate = better(admm_outcome.candidate, second.candidate)
     assert candidate is not None
@@ -238,7 +248,7 @@ def solve_first_order(
             "ipm_iterations": second.iterations,
         },
     )
-    return _package(formulation, combined, "admm+interior_point", start_time)
+    return _package(formulation, combined, "admm+interior_point", start_time, ledger)
 
 
 #: Newton steps of the interior-point method at most (it needs 15-40).
@@ -259,10 +269,23 @@ class _Outcome:
     info: dict[str, object]
 
 
-def _package(formulation: Formulation, outcome: _Outcome, method: str, start_time: float) -> ConvexResult:
+def _package(
+    formulation: Formulation,
+    outcome: _Outcome,
+    method: str,
+    start_time: float,
+    ledger: BoundLedger | None = None,
+) -> ConvexResult:
     candidate = outcome.candidate
     assert candidate is not None
-    status = outcome.status
+    status, message = outcome.status, outcome.message
+    pair = ledger.combined(symmetric=formulation.symmetric) if ledger is not None else None
+    if not candidate.certificate.satisfied and pair is not None and pair.certificate.satisfied:
+        candidate, status = pair, Status.CONVERGED
+        message += (
+            "; certified by the best feasible point and the best dual bound of the run "
+            f"({pair.source}; weak duality)"
+        )
     if status is Status.CONVERGED and not candidate.certificate.satisfied:
         status = Status.INACCURATE
     return package_result(
@@ -273,7 +296,7 @@ def _package(formulation: Formulation, outcome: _Outcome, method: str, start_tim
         time.perf_counter() - start_time,
         outcome.history,
         method,
-        outcome.message,
+        message,
         {**outcome.info, "candidate_source": candidate.source},
     )
 
@@ -289,8 +312,12 @@ def _interior_point(
     *,
     max_iterations: int | None = None,
     deadline: Deadline | None = None,
+    ledger: BoundLedger | None = None,
 ) -> _Outcome:
     """The interior-point method on B(Z) = b, its iterates certified after an exact projection onto C.
+
+    With a ``ledger`` (which the polish also feeds), an iterate whose own pair misses the tolerance is
+    replaced by the ledger's best primal and dual pair when that pair meets it, and the path stops there.
 
     The refinement identifies the rank from the iterate's singular values, which split into O(1) and
     O(mu) on the central path (threshold sqrt(mu s_1)), and hands the rank-r factors to the polish.
@@ -304,7 +331,7 @@ def _interior_point(
 
     def certify(Z: torch.Tensor, y: torch.Tensor) -> Candidate:
         U, s, V = feasible_factors(Z)
-        return dense_candidate(
+        candidate = dense_candidate(
             U=U,
             s=s,
             V=V,
@@ -317,6 +344,13 @@ def _interior_point(
             tolerance=tolerance,
             source="interior-point",
         )
+        if ledger is None:
+            return candidate
+        ledger.observe(candidate)
+        pair = ledger.combined(symmetric=symmetric)
+        if not candidate.certificate.satisfied and pair is not None and pair.certificate.satisfied:
+            return pair
+        return candidate
 
     def refine(Z: torch.Tensor, y: torch.Tensor, mu: float) -> Candidate | None:
         U, s, V = feasible_factors(Z)

@@ -14,6 +14,8 @@ References:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from flatminima.solvers._deadline import NO_DEADLINE, Deadline
@@ -31,6 +33,7 @@ def make_polish(
     scale: float,
     tolerance: float,
     deadline: Deadline = NO_DEADLINE,
+    observe: Callable[[Candidate], None] | None = None,
 ) -> Polish | None:
     """The polish of rank-identified ADMM iterates for a linear constraint set (None for robust PCA).
 
@@ -38,6 +41,7 @@ def make_polish(
     Newton-KKT. Ball constraints: Newton-KKT with the ball's constraint row (the residual of length eps,
     antiparallel to the multiplier); both reach round-off in a few steps once the rank is identified.
     Every stage is skipped once ``deadline`` has passed (the polish then returns what it has, or None).
+    ``observe`` sees every candidate the polish certifies (a ``BoundLedger.observe``).
     """
     if not isinstance(constraint, AffineSet | BallSet):
         return None
@@ -52,7 +56,7 @@ def make_polish(
         if eps is not None:
             residual = max(0.0, residual - eps)
             dual_value -= eps * float(torch.linalg.vector_norm(lam))
-        return dense_candidate(
+        candidate = dense_candidate(
             U=U,
             s=s,
             V=V,
@@ -65,6 +69,9 @@ def make_polish(
             tolerance=tolerance,
             source=source,
         )
+        if observe is not None:
+            observe(candidate)
+        return candidate
 
     def polish(U: torch.Tensor, s: torch.Tensor, V: torch.Tensor, G: torch.Tensor) -> Candidate | None:
         lam_admm = constraint.dual(G)[0]
