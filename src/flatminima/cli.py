@@ -1,11 +1,14 @@
 """The ``flatminima`` command line: a thin Typer shell over the public API.
 
 Errors from the library (``FlatminimaError``) and bad command-line usage print one line on stderr and exit
-with code 2, never a traceback.
+with code 2, never a traceback. Ctrl-C (SIGINT to the driver or to its whole process group) exits with
+code 130 and one line saying how many trials the store holds: every finished trial is committed as it
+completes, so rerunning the same command resumes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,6 +25,34 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
+
+
+@dataclasses.dataclass
+class _Running:
+    """What the running command writes, for the one line an interrupt prints."""
+
+    store: Path | None = None
+    sweeps: tuple[str, ...] = ()
+
+
+_RUNNING = _Running()
+
+
+def _interrupted_line() -> str:
+    """``interrupted: N trials stored ...`` from the store the command was writing (read-only)."""
+    resume = "rerun the same command to resume"
+    store, sweeps = _RUNNING.store, _RUNNING.sweeps
+    if store is None or not store.is_file():
+        return f"interrupted; {resume}"
+    try:
+        from flatminima.experiments import Store
+
+        with Store(store, read_only=True) as database:
+            count = sum(database.count(name) for name in sweeps) if sweeps else database.count()
+    except Exception:  # the message must not fail; the store itself is intact
+        return f"interrupted; {resume}"
+    which = f" of {', '.join(sweeps)}" if sweeps else ""
+    return f"interrupted: {count} trial{'' if count == 1 else 's'}{which} stored in {store}; {resume}"
 
 
 @app.callback()
@@ -61,12 +92,16 @@ def demo(
 _WORKERS_HELP = "local Dask worker processes, one thread each (default: the CPU count)"
 _SCHEDULER_HELP = "address of an existing Dask scheduler, e.g. tcp://host:8786 (instead of a local cluster)"
 _IN_PROCESS_HELP = "run the trials in this process, one by one (debugging; no Dask)"
+_MAX_TRIALS_HELP = "run a sweep with more trials than the default limit (1,000,000) up to this many"
+_OVERSUBSCRIBE_HELP = "allow more local workers than 4 per CPU"
 
 
-def _executor(workers: int | None, scheduler: str | None, in_process: bool) -> Any:
+def _executor(workers: int | None, scheduler: str | None, in_process: bool, oversubscribe: bool) -> Any:
     from flatminima.experiments import make_executor
 
-    return make_executor(workers=workers, scheduler=scheduler, in_process=in_process)
+    return make_executor(
+        workers=workers, scheduler=scheduler, in_process=in_process, oversubscribe=oversubscribe
+    )
 
 
 def _print_table(title: str, table: tuple[list[str], list[list[str]]]) -> None:
@@ -102,30 +137,47 @@ def sweep(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="draw a progress bar on stderr")
     ] = True,
+    max_trials: Annotated[int | None, typer.Option("--max-trials", min=1, help=_MAX_TRIALS_HELP)] = None,
+    oversubscribe: Annotated[bool, typer.Option("--oversubscribe", help=_OVERSUBSCRIBE_HELP)] = False,
 ) -> None:
     """Run a sweep (grid x draws x solvers) into a SQLite store; finished trials are skipped."""
     from flatminima.experiments import Store, load_spec, run_sweep
+    from flatminima.experiments.executors import check_scheduler_address, check_workers
     from flatminima.experiments.reproduction import summarize_by_solver
+    from flatminima.experiments.sweep import check_trial_limit, count_pending
 
     parsed = load_spec(spec)
+    check_trial_limit(parsed, max_trials)
+    check_workers(workers, oversubscribe=oversubscribe)
+    if scheduler is not None:
+        check_scheduler_address(scheduler)
+    _RUNNING.store, _RUNNING.sweeps = store, (parsed.name,)
     with Store(store) as database:
         executor = None
-        if database.finished_keys({t.key for t in parsed.trials()}) != {t.key for t in parsed.trials()}:
-            executor = _executor(workers, scheduler, in_process)
+        if count_pending(parsed, database, retry_failed=retry_failed) > 0:
+            executor = _executor(workers, scheduler, in_process, oversubscribe)
         try:
             result = run_sweep(
-                parsed, database, executor=executor, progress=progress, retry_failed=retry_failed
+                parsed,
+                database,
+                executor=executor,
+                progress=progress,
+                retry_failed=retry_failed,
+                max_trials=max_trials,
             )
         finally:
             if executor is not None:
                 executor.close()
         frame = database.dataframe(parsed.name)
+    elsewhere = f", {result.elsewhere} by other drivers" if result.elsewhere else ""
     typer.echo(
         f"sweep {result.name}: {result.total} trials, {result.skipped} already stored, "
-        f"{result.completed} run ({result.failed} failed) in {result.wall_time:.1f} s "
+        f"{result.completed} run ({result.failed} failed){elsewhere} in {result.wall_time:.1f} s "
         f"({result.trials_per_second:.2f} trials/s, "
         f"{result.executor}); store: {store}"
     )
+    if result.running_elsewhere:
+        typer.echo(f"{result.running_elsewhere} trials still running in other drivers; rerun to collect them")
     _print_table(
         f"{parsed.name}: per solver", summarize_by_solver({parsed.name: frame}, ["success", "error"])
     )
@@ -150,6 +202,7 @@ def reproduce(
     progress: Annotated[
         bool, typer.Option("--progress/--no-progress", help="draw progress bars on stderr")
     ] = True,
+    oversubscribe: Annotated[bool, typer.Option("--oversubscribe", help=_OVERSUBSCRIBE_HELP)] = False,
 ) -> None:
     """Reproduce a figure or study: run it, write OUT/NAME.csv and OUT/NAME.png, print a summary.
 
@@ -164,12 +217,19 @@ def reproduce(
         return
     if name is None:
         raise ConfigurationError(f"give a reproduction name or --list; valid: {', '.join(REPRODUCTIONS)}")
+    from flatminima.experiments.executors import check_scheduler_address, check_workers
     from flatminima.experiments.reproductions import get_reproduction
-    from flatminima.experiments.runner import check_executor_options
+    from flatminima.experiments.runner import check_executor_options, check_outputs
     from flatminima.experiments.runner import reproduce as run_reproduction
 
-    check_executor_options(get_reproduction(name), workers=workers, scheduler=scheduler)
-    executor = _executor(workers, scheduler, in_process) if (in_process or scheduler) else None
+    reproduction = get_reproduction(name)
+    check_executor_options(reproduction, workers=workers, scheduler=scheduler)
+    check_workers(workers, oversubscribe=oversubscribe)
+    if scheduler is not None:
+        check_scheduler_address(scheduler)
+    check_outputs(name, out, store)  # before the first trial, not after the whole run
+    _RUNNING.store = store if store is not None else out / "flatminima.sqlite"
+    executor = _executor(workers, scheduler, in_process, oversubscribe) if (in_process or scheduler) else None
     try:
         outcome = run_reproduction(
             name,
@@ -179,6 +239,7 @@ def reproduce(
             workers=workers,
             executor=executor,
             progress=progress,
+            oversubscribe=oversubscribe,
         )
     finally:
         if executor is not None:
@@ -227,7 +288,15 @@ def export(
 def main(argv: list[str] | None = None) -> int:
     """Entry point: run the app, turning library and usage errors into one line on stderr and exit 2."""
     try:
-        app(args=argv, standalone_mode=False, prog_name="flatminima")
+        try:
+            code = app(args=argv, standalone_mode=False, prog_name="flatminima")
+        except KeyboardInterrupt:  # outside the command (typer turns one inside into exit code 130)
+            code = 130
+        if code == 130:
+            typer.echo(f"flatminima: {_interrupted_line()}", err=True)
+            return 130
+    except KeyboardInterrupt:  # a second Ctrl-C while the line above is written
+        return 130
     except typer.Exit as done:
         return int(done.exit_code)
     except typer.Abort:
@@ -235,6 +304,16 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except FlatminimaError as error:
         typer.echo(f"flatminima: error: {error}", err=True)
+        return 2
+    except MemoryError:
+        typer.echo("flatminima: error: out of memory; reduce the problem sizes", err=True)
+        return 2
+    except RuntimeError as error:
+        if "can't allocate memory" not in str(error) and "out of memory" not in str(error).lower():
+            raise
+        typer.echo(
+            f"flatminima: error: out of memory ({_allocation(str(error))}); reduce the sizes", err=True
+        )
         return 2
     except typer.TyperException as error:  # click's usage errors (vendored by typer)
         message = error.format_message() if hasattr(error, "format_message") else str(error)
@@ -245,6 +324,14 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo(f"flatminima: error: {first_line}", err=True)
         return 2
     return 0
+
+
+def _allocation(message: str) -> str:
+    """``tried to allocate N bytes`` from torch's allocator message, in GiB."""
+    import re
+
+    found = re.search(r"allocate (\d+) bytes", message)
+    return f"tried to allocate {int(found.group(1)) / 2**30:.3g} GiB" if found else "allocation failed"
 
 
 def run() -> None:

@@ -9,10 +9,12 @@ factorization and at a random point, with kappa(D1, D2).
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 
 import torch
 
+from flatminima.errors import ConfigurationError
 from flatminima.objectives import BilinearFactorization
 from flatminima.problems import MatrixSensing
 from flatminima.random import child_generators
@@ -49,15 +51,44 @@ def balanced_factors(M: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.T
     )
 
 
+def physical_memory() -> int | None:
+    """Bytes of physical memory of this machine (None where the OS does not say)."""
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (AttributeError, ValueError, OSError):  # pragma: no cover - non-POSIX
+        return None
+
+
+def check_demo_memory(*, dim: int, num_measurements: int, width: int) -> None:
+    """Refuse sizes whose arrays need more than half of the physical memory, before allocating.
+
+    The arrays: m d^2 Gaussian entries, a few d x d and d x k matrices, all float64.
+    """
+    entries = num_measurements * dim * dim + 4 * dim * dim + 4 * dim * width
+    needed = 8 * entries
+    memory = physical_memory()
+    if memory is not None and needed > memory // 2:
+        raise ConfigurationError(
+            f"--dim {dim}, --measurements {num_measurements}: the demo needs about {needed / 2**30:.3g} GiB "
+            f"(m d^2 float64 Gaussian entries), more than half of this machine's {memory / 2**30:.3g} GiB; "
+            "reduce --dim or --measurements"
+        )
+
+
 def run_demo(
     *, dim: int = 30, rank: int = 2, num_measurements: int = 600, width: int = 30, seed: int = 0
 ) -> DemoReport:
-    """Sample an instance from ``seed`` and evaluate the exact traces (see module docstring)."""
+    """Sample an instance from ``seed`` and evaluate the exact traces (see module docstring).
+
+    Raises:
+        ConfigurationError: sizes whose float64 arrays cannot fit in half of this machine's memory.
+    """
+    check_demo_memory(dim=dim, num_measurements=num_measurements, width=width)
     streams = child_generators(seed, "instance", "init")
     problem = MatrixSensing(shape=(dim, dim), rank=rank, num_measurements=num_measurements)
     instance = problem.sample(generator=streams["instance"])
     objective = BilinearFactorization(instance, width=width)
-    truth = balanced_factors(instance.ground_truth, width)
+    truth = balanced_factors(instance.require_ground_truth("the demo"), width)
     random_point = tuple(
         torch.randn(dim, width, generator=streams["init"], dtype=torch.float64) / dim**0.5 for _ in range(2)
     )

@@ -13,6 +13,7 @@ References:
 
 from flatminima.experiments import convex_methods as _convex_methods  # noqa: F401  (registers methods)
 from flatminima.experiments import deep as _deep  # noqa: F401  (registers deep_flat)
+from flatminima.experiments.claims import DEFAULT_LEASE_SECONDS
 from flatminima.experiments.executors import DaskExecutor, InProcessExecutor, make_executor
 from flatminima.experiments.methods import (
     METHODS,
@@ -22,12 +23,14 @@ from flatminima.experiments.methods import (
     register_method,
     resolve_method,
 )
-from flatminima.experiments.spec import SolverSpec, SweepSpec, load_spec, parse_spec
-from flatminima.experiments.store import SCHEMA_VERSION, Store, records_frame
-from flatminima.experiments.sweep import SweepResult, run_sweep
+from flatminima.experiments.spec import MAX_TRIALS, SolverSpec, SweepSpec, load_spec, parse_spec
+from flatminima.experiments.store import SCHEMA_VERSION, Store, SweepSpecMismatch, records_frame
+from flatminima.experiments.sweep import SweepResult, check_trial_limit, count_pending, run_sweep
 from flatminima.experiments.trial import Trial, TrialRecord, run_trial, trial_instance
 
 __all__ = [
+    "DEFAULT_LEASE_SECONDS",
+    "MAX_TRIALS",
     "METHODS",
     "SCHEMA_VERSION",
     "DaskExecutor",
@@ -38,9 +41,12 @@ __all__ = [
     "Store",
     "SweepResult",
     "SweepSpec",
+    "SweepSpecMismatch",
     "Trial",
     "TrialFailed",
     "TrialRecord",
+    "check_trial_limit",
+    "count_pending",
     "load_spec",
     "make_executor",
     "parse_spec",

@@ -15,8 +15,11 @@ touch the store: only the driver writes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol, TypeVar
 
@@ -83,6 +86,68 @@ class InProcessExecutor:
         self.close()
 
 
+class _QuietAfterInterrupt(logging.Filter):
+    """Once Ctrl-C reached the driver, drop the log records of the client's event loop.
+
+    An interrupt that lands while the driver waits on the client makes ``distributed`` cancel the wait
+    from its event-loop thread, which can log a harmless traceback (``tornado.application``) while the
+    cluster shuts down; the CLI prints one line instead. Installed from the main thread only: a SIGINT
+    handler that flags the interrupt, then raises ``KeyboardInterrupt`` as Python's own does.
+    """
+
+    LOGGERS = ("tornado.application", "tornado.general", "asyncio")
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.interrupted = threading.Event()
+        self.previous: Any = None
+        if threading.current_thread() is threading.main_thread():
+            self.previous = signal.signal(signal.SIGINT, self._on_interrupt)
+        # a logger's filters see only its own records; distributed's children log through its handlers
+        self.targets: list[logging.Filterer] = [logging.getLogger(name) for name in self.LOGGERS]
+        self.targets += logging.getLogger("distributed").handlers
+        for target in self.targets:
+            target.addFilter(self)
+
+    def _on_interrupt(self, signum: int, frame: Any) -> None:
+        if self.previous == signal.SIG_IGN:
+            return
+        self.interrupted.set()
+        if callable(self.previous):
+            self.previous(signum, frame)
+        raise KeyboardInterrupt
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not self.interrupted.is_set()
+
+    def remove(self) -> None:
+        """Restore the SIGINT handler (main thread) and detach from the loggers."""
+        if self.previous is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
+        for target in self.targets:
+            target.removeFilter(self)
+
+
+@contextlib.contextmanager
+def _workers_ignore_interrupts() -> Iterator[None]:
+    """Start worker processes with SIGINT ignored (the disposition survives their exec).
+
+    Ctrl-C in a terminal reaches the whole process group: the driver stops the sweep and shuts the cluster
+    down itself, so the workers must neither print ``KeyboardInterrupt`` tracebacks nor turn the trials
+    they were running into failures that would be stored. A nanny restarts a worker that died, and it
+    inherits the same disposition. Outside the main thread signal handlers cannot change: a no-op.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def single_threaded(function: Callable[[T], Any], item: T) -> Any:
     """Run ``function(item)`` with torch limited to one thread (the worker-side wrapper)."""
     import torch
@@ -99,19 +164,26 @@ class DaskExecutor:
         workers: number of local worker processes (one thread each); default: the CPU count.
         scheduler: address of an existing scheduler, e.g. ``"tcp://127.0.0.1:8786"``.
         connect_timeout: seconds to wait for the scheduler.
+        oversubscribe: allow more than WORKERS_PER_CPU local workers per CPU.
 
     Raises:
-        ConfigurationError: both or an invalid number of workers, dask.distributed missing, or the
-            scheduler unreachable.
+        ConfigurationError: both, an invalid or excessive number of workers, a malformed scheduler
+            address, dask.distributed missing, or the scheduler unreachable.
     """
 
     def __init__(
-        self, workers: int | None = None, scheduler: str | None = None, *, connect_timeout: float = 20.0
+        self,
+        workers: int | None = None,
+        scheduler: str | None = None,
+        *,
+        connect_timeout: float = 20.0,
+        oversubscribe: bool = False,
     ) -> None:
         if workers is not None and scheduler is not None:
             raise ConfigurationError("give either --workers (a local cluster) or --scheduler, not both")
-        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 1):
-            raise ConfigurationError(f"workers: must be a positive integer, got {workers!r}")
+        check_workers(workers, oversubscribe=oversubscribe)
+        if scheduler is not None:
+            check_scheduler_address(scheduler)
         try:
             import distributed
         except ImportError:  # pragma: no cover - a dependency
@@ -129,16 +201,18 @@ class DaskExecutor:
             self.description = f"Dask scheduler {scheduler}"
         else:
             count = workers if workers is not None else max(1, os.cpu_count() or 1)
-            self.cluster = distributed.LocalCluster(
-                n_workers=count,
-                threads_per_worker=1,
-                processes=True,
-                dashboard_address="127.0.0.1:0",  # a free local port (None still binds 8787)
-                silence_logs=logging.ERROR,
-                env=_SINGLE_THREAD_ENV,
-            )
+            with _workers_ignore_interrupts():
+                self.cluster = distributed.LocalCluster(
+                    n_workers=count,
+                    threads_per_worker=1,
+                    processes=True,
+                    dashboard_address="127.0.0.1:0",  # a free local port (None still binds 8787)
+                    silence_logs=logging.CRITICAL,  # failures come back as results, with reasons
+                    env=_SINGLE_THREAD_ENV,
+                )
             self.client = distributed.Client(self.cluster, set_as_default=False)
             self.description = f"local Dask cluster, {count} worker process{'es' if count > 1 else ''}"
+        self._quiet = _QuietAfterInterrupt()
 
     def worker_pids(self) -> dict[str, int]:
         """Process ids of the workers (address -> pid)."""
@@ -167,9 +241,12 @@ class DaskExecutor:
 
     def close(self) -> None:
         """Close the client and, for a local cluster, shut the cluster down."""
-        self.client.close()
-        if self.cluster is not None:
-            self.cluster.close()
+        try:
+            self.client.close()
+            if self.cluster is not None:
+                self.cluster.close()
+        finally:
+            self._quiet.remove()
 
     def __enter__(self) -> DaskExecutor:
         return self
@@ -178,12 +255,81 @@ class DaskExecutor:
         self.close()
 
 
+#: local worker processes per CPU at most, unless the caller asks to oversubscribe.
+WORKERS_PER_CPU = 4
+#: the network transports of a Dask scheduler address (``SCHEME://HOST:PORT``; a bare ``HOST:PORT`` is
+#: tcp); ``inproc://`` (a cluster in this process) is accepted as well.
+SCHEDULER_SCHEMES = ("tcp", "tls", "ucx", "ws", "wss")
+
+
+def check_workers(workers: int | None, *, oversubscribe: bool = False) -> None:
+    """Refuse a worker count that is not a positive integer, or above WORKERS_PER_CPU x the CPU count.
+
+    Each local worker is a process with its own interpreter and torch (a few hundred MB): ten thousand
+    of them do not start, they hang the machine. ``oversubscribe=True`` (``--oversubscribe``) lifts the cap.
+
+    Raises:
+        ConfigurationError: naming the count and the limit.
+    """
+    if workers is None:
+        return
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigurationError(f"--workers: must be a positive integer, got {workers!r}")
+    cpus = max(1, os.cpu_count() or 1)
+    limit = WORKERS_PER_CPU * cpus
+    if workers > limit and not oversubscribe:
+        raise ConfigurationError(
+            f"--workers {workers}: more than the limit {limit} ({WORKERS_PER_CPU} per CPU, {cpus} CPUs "
+            "here); pass --oversubscribe to start them anyway"
+        )
+
+
+def check_scheduler_address(address: str) -> str:
+    """Check a Dask scheduler address, ``SCHEME://HOST:PORT`` (or ``HOST:PORT``), before connecting.
+
+    A malformed address would otherwise wait for the connect timeout and end in a traceback from the
+    half-built client; an ``http://`` address is the dashboard, not the scheduler.
+
+    Raises:
+        ConfigurationError: naming the address and the expected form.
+    """
+    form = "SCHEME://HOST:PORT with SCHEME one of " + ", ".join(SCHEDULER_SCHEMES) + " (e.g. tcp://host:8786)"
+    if not isinstance(address, str) or not address.strip():
+        raise ConfigurationError(f"--scheduler {address!r}: must be {form}")
+    scheme, separator, rest = address.partition("://")
+    if not separator:
+        scheme, rest = "tcp", address
+    if scheme == "inproc" and rest:  # a cluster in this process (inproc://HOST/PID/N): no port
+        return address
+    if scheme.lower() in ("http", "https"):
+        raise ConfigurationError(
+            f"--scheduler {address!r}: an HTTP address is the dashboard, not the scheduler; give the "
+            "scheduler's tcp://HOST:PORT (port 8786 by default)"
+        )
+    host, colon, port = rest.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host  # [IPv6]
+    valid = (
+        scheme in SCHEDULER_SCHEMES
+        and bool(colon and host)
+        and not any(c in host for c in "/?#@ ")
+        and port.isdigit()
+        and 0 < int(port) < 65536
+    )
+    if not valid:
+        raise ConfigurationError(f"--scheduler {address!r}: must be {form}")
+    return address
+
+
 def make_executor(
-    *, workers: int | None = None, scheduler: str | None = None, in_process: bool = False
+    *,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    in_process: bool = False,
+    oversubscribe: bool = False,
 ) -> Any:
     """The executor the CLI options ask for (a local Dask cluster by default)."""
     if in_process:
         if scheduler is not None or workers is not None:
             raise ConfigurationError("give either --in-process or --workers / --scheduler, not both")
         return InProcessExecutor()
-    return DaskExecutor(workers=workers, scheduler=scheduler)
+    return DaskExecutor(workers=workers, scheduler=scheduler, oversubscribe=oversubscribe)

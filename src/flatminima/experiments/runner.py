@@ -9,6 +9,7 @@ to CSV or Parquet.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,7 @@ from flatminima.experiments.reproduction import Reproduction, Table
 from flatminima.experiments.reproductions import get_reproduction
 from flatminima.experiments.store import Store
 from flatminima.experiments.study import Study
-from flatminima.experiments.sweep import SweepResult, run_sweep
+from flatminima.experiments.sweep import SweepResult, count_pending, run_sweep
 
 if TYPE_CHECKING:
     import pandas
@@ -49,6 +50,38 @@ def _output_dir(out_dir: str | Path) -> Path:
     return path
 
 
+def check_output_file(path: Path, option: str) -> None:
+    """Refuse an output file that is a directory or cannot be written (before any work is done).
+
+    Raises:
+        ConfigurationError: naming the option and the path.
+    """
+    if path.is_dir():
+        raise ConfigurationError(f"{option} {str(path)!r}: is a directory, need a file path")
+    if path.exists() and not os.access(path, os.W_OK):
+        raise ConfigurationError(f"{option} {str(path)!r}: the file is not writable")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:  # the first existing ancestor gets the folder
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigurationError(f"{option} {str(path)!r}: cannot write in {str(parent)!r}")
+
+
+def check_outputs(name: str, out_dir: str | Path, store_path: str | Path | None = None) -> None:
+    """Check every file ``reproduce(name)`` will write (OUT/NAME.csv, OUT/NAME.png, the store) up front.
+
+    Raises:
+        ConfigurationError: unknown name, or an output path that is a directory or not writable.
+    """
+    get_reproduction(name)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ConfigurationError(f"--out {str(out)!r}: exists and is not a folder")
+    check_output_file(out / f"{name}.csv", "--out")
+    check_output_file(out / f"{name}.png", "--out")
+    check_output_file(Path(store_path) if store_path is not None else out / "flatminima.sqlite", "--store")
+
+
 def reproduce(
     name: str,
     *,
@@ -59,6 +92,7 @@ def reproduce(
     scheduler: str | None = None,
     executor: Any = None,
     progress: bool = True,
+    oversubscribe: bool = False,
 ) -> ReproductionOutcome:
     """Run (or resume) the reproduction ``name`` and write its CSV, figure and summary.
 
@@ -71,6 +105,7 @@ def reproduce(
         scheduler: the address of an existing Dask scheduler instead of a local cluster.
         executor: an executor object instead (e.g. ``InProcessExecutor()``).
         progress: draw progress bars on stderr.
+        oversubscribe: allow more local workers than 4 per CPU.
 
     Network studies (:class:`~flatminima.experiments.study.Study`) run in this process with one torch
     thread (``workers``, ``scheduler`` and ``executor`` do not apply); their trials, if any, go to the
@@ -84,6 +119,7 @@ def reproduce(
     """
     reproduction = get_reproduction(name)
     check_executor_options(reproduction, workers=workers, scheduler=scheduler)
+    check_outputs(name, out_dir, store_path)
     out = _output_dir(out_dir)
     store_file = Path(store_path) if store_path is not None else out / "flatminima.sqlite"
     if isinstance(reproduction, Study):  # a network study: it trains and measures itself
@@ -95,10 +131,10 @@ def reproduce(
     specs = reproduction.specs(quick)
     results = []
     with Store(store_file) as store:
-        pending = sum(len({t.key for t in spec.trials()} - store.finished_keys()) for spec in specs)
+        pending = sum(count_pending(spec, store) for spec in specs)
         owned = executor is None and pending > 0
         if owned:
-            executor = make_executor(workers=workers, scheduler=scheduler)
+            executor = make_executor(workers=workers, scheduler=scheduler, oversubscribe=oversubscribe)
         try:
             for spec in specs:
                 results.append(run_sweep(spec, store, executor=executor, progress=progress))
@@ -168,17 +204,20 @@ def draw_sweep(frame: pandas.DataFrame, spec: Mapping[str, Any], path: str | Pat
 
 
 def plot_store(store_path: str | Path, out_dir: str | Path) -> list[Path]:
-    """Draw every sweep of a store into ``out_dir`` (``<sweep name with / as __>.png``)."""
+    """Draw every sweep of a store into ``out_dir`` (``<sweep name with / as __>.png``).
+
+    The store is opened read-only (it may be another user's, in a read-only folder) and never modified.
+    """
+    with Store(store_path, read_only=True) as store:
+        sweeps = {name: (store.sweep_spec(name), store.dataframe(name)) for name in store.sweeps()}
     out = _output_dir(out_dir)
     paths = []
-    with Store(store_path, create=False) as store:
-        for name in store.sweeps():
-            spec = store.sweep_spec(name)
-            if spec is None:
-                continue
-            path = draw_sweep(store.dataframe(name), spec, out / f"{name.replace('/', '__')}.png")
-            if path is not None:
-                paths.append(path)
+    for name, (spec, frame) in sweeps.items():
+        if spec is None:
+            continue
+        path = draw_sweep(frame, spec, out / f"{name.replace('/', '__')}.png")
+        if path is not None:
+            paths.append(path)
     return paths
 
 
@@ -195,7 +234,8 @@ def export_store(store_path: str | Path, out: str | Path, *, sweep: str | None =
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".parquet"):
         raise ConfigurationError(f"--out {str(path)!r}: must end in .csv or .parquet")
-    with Store(store_path, create=False) as store:
+    check_output_file(path, "--out")
+    with Store(store_path, read_only=True) as store:
         if sweep is not None and sweep not in store.sweeps():
             raise ConfigurationError(
                 f"--sweep {sweep!r}: not in the store; stored: {', '.join(store.sweeps()) or 'none'}"

@@ -29,7 +29,11 @@ grid cell, times a list of solvers (methods)::
     y = "measurements_per_dim"
 
 Every error is one line naming the field path, the requirement and the value, e.g.
-``grid.num_measurements[3]: must be a positive integer, got -5``.
+``grid.num_measurements[3]: must be a positive integer, got -5``. ``parse_spec`` also refuses what
+could only fail later (:mod:`~flatminima.experiments.spec_checks`): out-of-range solver options, cells
+too large to allocate, and a grid value given twice (refused, not dropped, so that the announced count
+of trials is the count of distinct trials stored). :attr:`SweepSpec.num_trials` is arithmetic and
+:meth:`SweepSpec.iter_trials` lazy; ``run_sweep`` refuses more than :data:`MAX_TRIALS` unless told.
 """
 
 from __future__ import annotations
@@ -40,17 +44,38 @@ import math
 import re
 import tomllib
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from flatminima._checks import check_real
 from flatminima.errors import ConfigurationError, FlatminimaError
 from flatminima.experiments.methods import resolve_method
-from flatminima.experiments.trial import TRUTH_MODES, Trial, make_problem
+from flatminima.experiments.spec_checks import check_cells, check_solver_options
+from flatminima.experiments.spec_params import (
+    DERIVED_KEYS,
+    check_value,
+    duplicate_index,
+    problem_fields,
+    resolve_params,
+    valid_keys,
+)
+from flatminima.experiments.trial import TRUTH_MODES, Trial
 from flatminima.problems import PROBLEMS
 
-#: derived grid keys: ``dim`` sets shape = (dim, dim); ``measurements_per_dim`` sets num_measurements.
-DERIVED_KEYS = ("dim", "measurements_per_dim")
+__all__ = [
+    "DERIVED_KEYS",
+    "MAX_TRIALS",
+    "SolverSpec",
+    "SweepSpec",
+    "load_spec",
+    "parse_spec",
+    "resolve_params",
+]
+
+#: ``run_sweep`` refuses a sweep of more trials than this unless given ``max_trials``.
+MAX_TRIALS = 1_000_000
+
 FIGURE_KINDS = ("success", "regularity", "hadamard", "deep", "table")
 _TOP_KEYS = (
     "name",
@@ -111,40 +136,66 @@ class SweepSpec:
     description: str = ""
     figure: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
-    def cells(self) -> list[dict[str, Any]]:
-        """The grid cells in order (one empty cell for an empty grid)."""
+    def __post_init__(self) -> None:
+        for key, values in self.grid:  # a repeated value would repeat trials (same keys)
+            first = duplicate_index(values)
+            if first is not None:
+                _fail(
+                    f"grid.{key}[{first[1]}]",
+                    f"repeats grid.{key}[{first[0]}] (give each value once)",
+                    values[first[1]],
+                )
+        labels = [s.label for s in self.solvers]
+        if len(set(labels)) != len(labels):
+            _fail("solvers", "must have unique labels", labels)
+
+    @property
+    def num_cells(self) -> int:
+        """Number of grid cells (the product of the grid's lengths; 1 for an empty grid)."""
+        return math.prod(len(values) for _, values in self.grid)
+
+    @property
+    def num_trials(self) -> int:
+        """Number of (distinct) trials: cells x draws x solvers, computed without building them."""
+        return self.num_cells * self.draws * len(self.solvers)
+
+    def iter_cells(self) -> Iterator[dict[str, Any]]:
+        """The grid cells in order, one at a time (one empty cell for an empty grid)."""
         keys = [key for key, _ in self.grid]
-        return [
-            dict(zip(keys, values, strict=True)) for values in itertools.product(*(v for _, v in self.grid))
-        ]
+        for values in itertools.product(*(v for _, v in self.grid)):
+            yield dict(zip(keys, values, strict=True))
+
+    def cells(self) -> list[dict[str, Any]]:
+        """The grid cells in order (a list; see :meth:`iter_cells`)."""
+        return list(self.iter_cells())
 
     def problem_params(self, cell: Mapping[str, Any]) -> dict[str, Any]:
         """The problem's keyword arguments (JSON values) in one cell."""
         return resolve_params(self.problem, {**self.fixed, **cell})
 
-    def trials(self) -> list[Trial]:
-        """Every trial: cells x draws x solvers (draws inner to solvers, so cells finish together)."""
-        out = []
-        for cell in self.cells():
+    def iter_trials(self) -> Iterator[Trial]:
+        """Every trial, lazily: cells x draws x solvers (solvers inner to draws, so cells finish together)."""
+        for cell in self.iter_cells():
             params = self.problem_params(cell)
             for draw in range(self.draws):
                 for solver in self.solvers:
-                    out.append(
-                        Trial(
-                            sweep=self.name,
-                            problem=self.problem,
-                            params=params,
-                            cell=dict(cell),
-                            method=solver.name,
-                            label=solver.label,
-                            options=dict(solver.options),
-                            seed=self.seed,
-                            draw=draw,
-                            truth=self.truth,
-                            tolerance=self.tolerance,
-                        )
+                    yield Trial(
+                        sweep=self.name,
+                        problem=self.problem,
+                        params=params,
+                        cell=dict(cell),
+                        method=solver.name,
+                        label=solver.label,
+                        options=dict(solver.options),
+                        seed=self.seed,
+                        draw=draw,
+                        truth=self.truth,
+                        tolerance=self.tolerance,
                     )
-        return out
+
+    def trials(self) -> list[Trial]:
+        """Every trial as a list (see :meth:`iter_trials`; prefer it for large sweeps)."""
+        return list(self.iter_trials())
 
     def to_dict(self) -> dict[str, Any]:
         """The spec in its TOML shape (plain values); :func:`parse_spec` reads it back."""
@@ -162,64 +213,6 @@ class SweepSpec:
         if self.figure:
             out["figure"] = dict(self.figure)
         return out
-
-
-# ---- parameters of a problem ---------------------------------------------------------------------
-def _fields(problem: str) -> dict[str, tuple[Any, bool, Any]]:
-    """Map each constructor field of the problem to (type, required, default)."""
-    cls = PROBLEMS[problem]
-    hints = typing.get_type_hints(cls)
-    out = {}
-    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
-        required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
-        out[field.name] = (hints[field.name], required, None if required else field.default)
-    return out
-
-
-def _valid_keys(problem: str) -> list[str]:
-    fields = _fields(problem)
-    derived = ["dim"] if "shape" in fields else []
-    if "num_measurements" in fields:
-        derived.append("measurements_per_dim")
-    return sorted([*fields, *derived])
-
-
-def _check_value(problem: str, key: str, value: Any, path: str) -> Any:
-    """Check one parameter value's type (ranges beyond positivity are the problem's own checks)."""
-    if key == "dim" or key == "measurements_per_dim":
-        kind, default = (int, None) if key == "dim" else (float, None)
-    else:
-        kind, _, default = _fields(problem)[key]
-    if kind is int:
-        low = 0 if default == 0 else 1
-        if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            _fail(path, "must be a positive integer" if low else "must be a non-negative integer", value)
-    elif kind is float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            _fail(path, "must be a finite number", value)
-        if key == "measurements_per_dim" and value <= 0:
-            _fail(path, "must be a positive number", value)
-        value = float(value)
-    elif typing.get_origin(kind) is tuple:
-        ok = isinstance(value, list) and len(value) == 2
-        if not ok or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in value):
-            _fail(path, "must be a pair [d1, d2] of positive integers", value)
-        value = list(value)
-    return value
-
-
-def resolve_params(problem: str, values: Mapping[str, Any]) -> dict[str, Any]:
-    """Turn fixed + grid values (with derived keys) into the problem's keyword arguments."""
-    params = dict(values)
-    fields = _fields(problem)
-    if "dim" in params and "shape" in fields:
-        dim = params.pop("dim")
-        params["shape"] = [dim, dim]
-    if "measurements_per_dim" in params:
-        ratio = params.pop("measurements_per_dim")
-        d = params["shape"][0] if "shape" in params else params.get("dim", 1)
-        params["num_measurements"] = max(1, round(ratio * d))
-    return params
 
 
 # ---- parsing -------------------------------------------------------------------------------------
@@ -284,6 +277,7 @@ def _solvers(raw: Any, problem: str) -> tuple[SolverSpec, ...]:
                 method.check_options(options)
             except ConfigurationError as error:
                 raise ConfigurationError(f"{path}.options.{error}") from None
+        check_solver_options(name, options, f"{path}.options")
         out.append(SolverSpec(name=name, label=label, options=dict(options)))
     return tuple(out)
 
@@ -311,8 +305,15 @@ def parse_spec(data: Mapping[str, Any]) -> SweepSpec:
     if truth not in TRUTH_MODES:
         _fail("truth", f"must be one of {', '.join(TRUTH_MODES)}", truth)
     tolerance = data.get("tolerance", 1e-6)
-    if isinstance(tolerance, bool) or not isinstance(tolerance, int | float) or not tolerance > 0:
-        _fail("tolerance", "must be a positive number", tolerance)
+    try:
+        check_real("tolerance", tolerance, low=0.0, low_open=True)
+    except FlatminimaError:
+        finite = isinstance(tolerance, int | float) and math.isfinite(tolerance)
+        _fail(
+            "tolerance",
+            "must be a positive number" if finite else "must be a finite positive number",
+            tolerance,
+        )
 
     problem_table = data.get("problem")
     if not isinstance(problem_table, Mapping):
@@ -320,14 +321,14 @@ def parse_spec(data: Mapping[str, Any]) -> SweepSpec:
     problem = problem_table.get("name")
     if problem not in PROBLEMS:
         _fail("problem.name", f"must be one of {', '.join(sorted(PROBLEMS))}", problem)
-    valid = _valid_keys(problem)
+    valid = valid_keys(problem)
     fixed: dict[str, Any] = {}
     for key, value in problem_table.items():
         if key == "name":
             continue
         if key not in valid:
             _fail(f"problem.{key}", f"unknown parameter of {problem} (valid: {', '.join(valid)})", value)
-        fixed[key] = _check_value(problem, key, value, f"problem.{key}")
+        fixed[key] = check_value(problem, key, value, f"problem.{key}")
 
     grid_table = data.get("grid", {})
     if not isinstance(grid_table, Mapping):
@@ -340,11 +341,18 @@ def parse_spec(data: Mapping[str, Any]) -> SweepSpec:
             _fail(f"grid.{key}", "is also set in [problem]; set it in one place", values)
         if not isinstance(values, list) or not values:
             _fail(f"grid.{key}", "must be a non-empty list", values)
-        checked = tuple(_check_value(problem, key, v, f"grid.{key}[{i}]") for i, v in enumerate(values))
+        checked = tuple(check_value(problem, key, v, f"grid.{key}[{i}]") for i, v in enumerate(values))
+        repeat = duplicate_index(checked)
+        if repeat is not None:
+            _fail(
+                f"grid.{key}[{repeat[1]}]",
+                f"repeats grid.{key}[{repeat[0]}] (give each value once)",
+                values[repeat[1]],
+            )
         grid.append((key, checked))
 
     present = set(fixed) | {k for k, _ in grid}
-    fields = _fields(problem)
+    fields = problem_fields(problem)
     aliases = {"shape": "dim", "num_measurements": "measurements_per_dim"}
     for field, (_, required, _) in fields.items():
         if required and field not in present and aliases.get(field) not in present:
@@ -381,12 +389,7 @@ def parse_spec(data: Mapping[str, Any]) -> SweepSpec:
         description=description,
         figure=dict(figure),
     )
-    for cell in spec.cells():  # the problem's own checks (rank <= d, probability <= 1, ...)
-        try:
-            make_problem(problem, spec.problem_params(cell))
-        except FlatminimaError as error:
-            where = ", ".join(f"{k}={v}" for k, v in cell.items()) or "fixed parameters"
-            raise ConfigurationError(f"grid cell ({where}): {error}") from None
+    check_cells(spec)  # the problem's own checks (rank <= d, probability <= 1, ...) and sizes
     return spec
 
 
@@ -394,13 +397,19 @@ def load_spec(path: str | Path) -> SweepSpec:
     """Read and validate a TOML sweep file.
 
     Raises:
-        ConfigurationError: unreadable file, invalid TOML (with line and column), or invalid content.
+        ConfigurationError: unreadable file, not UTF-8, invalid TOML (with line and column), or invalid
+            content.
     """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise ConfigurationError(f"cannot read sweep file {str(path)!r}: {error.strerror or error}") from None
+    except UnicodeDecodeError as error:
+        raise ConfigurationError(
+            f"sweep file {str(path)!r} is not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset "
+            f"{error.start}); TOML files are UTF-8"
+        ) from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:

@@ -46,6 +46,11 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), allow_nan=True)
 
 
+def trial_key(trial: Mapping[str, Any]) -> str:
+    """The key of a trial as JSON values (:meth:`Trial.to_dict`): SHA-256 (hex, 32) of its canonical JSON."""
+    return hashlib.sha256(canonical_json(dict(trial)).encode()).hexdigest()[:32]
+
+
 @dataclasses.dataclass(frozen=True)
 class Trial:
     """One (grid cell, draw, method) of a sweep.
@@ -100,7 +105,7 @@ class Trial:
     @functools.cached_property
     def key(self) -> str:
         """SHA-256 (hex, 32 characters) of the trial's canonical JSON."""
-        return hashlib.sha256(canonical_json(self.to_dict()).encode()).hexdigest()[:32]
+        return trial_key(self.to_dict())
 
     def cell_id(self) -> str:
         """Canonical JSON of (problem, parameters): the identity of the ground truth's grid cell."""
@@ -164,6 +169,8 @@ def _with_truth(problem: Problem, truth_generator: torch.Generator, generator: t
     truth = small.sample(generator=truth_generator)
     draw = problem.sample(generator=generator)
     M = truth.ground_truth
+    if M is None:  # a sampled model always draws its truth; guard the optional field
+        raise ConfigurationError(f"problem {problem.name!r} sampled an instance without a ground truth")
     observations = draw.operator.apply(M)
     if "noise" in draw.extras:
         observations = observations + draw.extras["noise"]
