@@ -34,3 +34,19 @@ def test_unknown_option_is_one_line_exit_2() -> None:
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1
     assert "No such option: --nope" in proc.stderr
+
+
+def test_version_flag_prints_the_version() -> None:
+    import subprocess
+    import sys
+
+    from flatminima import __version__
+
+    done = subprocess.run(
+        [sys.executable, "-c", "from flatminima.cli import run; run()", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"flatminima {__version__}"

@@ -55,8 +55,21 @@ def _interrupted_line() -> str:
     return f"interrupted: {count} trial{'' if count == 1 else 's'}{which} stored in {store}; {resume}"
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from flatminima import __version__
+
+        typer.echo(f"flatminima {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="print the version and exit"),
+    ] = False,
+) -> None:
     """flatminima: flat minima of low-rank recovery and beyond."""
 
 
