@@ -120,14 +120,10 @@ def solve_first_order(
         isinstance(constraint, AffineSet) and polish is not None and interior_point_fits(constraint.bmap)
     )
     fallback = method != "admm" and ipm_ready
-    if method == "interior_point":
-        if not (isinstance(constraint, AffineSet) and polish is not None and ipm_ready):
-            raise ConfigurationError(
-                "method='interior_point' needs an equality-constrained linear relaxation whose Schur "
-                f"complement fits in memory (m <= 4000); got kind={formulation.kind!r}"
-                f"{' with eps' if formulation.eps is not None else ''}."
-            )
-        direct = _interior_point(
+
+    def run_interior_point(max_iterations: int) -> _Outcome:
+        assert isinstance(constraint, AffineSet) and polish is not None  # implied by ipm_ready
+        return _interior_point(
             constraint,
             polish,
             symmetric,
@@ -139,6 +135,15 @@ def solve_first_order(
             deadline=deadline,
             ledger=ledger,
         )
+
+    if method == "interior_point":
+        if not (isinstance(constraint, AffineSet) and polish is not None and ipm_ready):
+            raise ConfigurationError(
+                "method='interior_point' needs an equality-constrained linear relaxation whose Schur "
+                f"complement fits in memory (m <= 4000); got kind={formulation.kind!r}"
+                f"{' with eps' if formulation.eps is not None else ''}."
+            )
+        direct = run_interior_point(max_iterations=max_iterations)
         if direct.candidate is None:  # the deadline passed during the setup: certify the origin
             origin = evaluate(*_empty_factors(formulation), formulation.b.new_zeros(shape))
             direct = dataclasses.replace(direct, candidate=origin)
@@ -177,19 +182,7 @@ def solve_first_order(
         return _package(formulation, admm_outcome, "admm", start_time, ledger)
     # ADMM stagnated (near a phase transition the solution is not strictly complementary and its rate
     # degrades): the interior-point method converges regardless.
-    assert isinstance(constraint, AffineSet) and polish is not None  # implied by fallback
-    second = _interior_point(
-        constraint,
-        polish,
-        symmetric,
-        scale,
-        tolerance,
-        time_limit,
-        start_time,
-        max_iterations=remaining,
-        deadline=deadline,
-        ledger=ledger,
-    )
+    second = run_interior_point(max_iterations=remaining)
     candidate = better(admm_outcome.candidate, second.candidate)
     assert candidate is not None
     stages = [admm_outcome, second]
