@@ -36,6 +36,7 @@ import torch
 
 from flatminima.errors import ConfigurationError, FlatminimaError
 from flatminima.problems import Instance
+from flatminima.solvers.convex.polish import conjugate_gradient
 
 Metrics = dict[str, Any]
 
@@ -139,21 +140,10 @@ def conjugate_gradient_least_norm(
         (X, relative residual ||A(X) - b|| / ||b||).
     """
     A, b = instance.operator, instance.observations
-    y = torch.zeros_like(b)
-    r = b.clone()
-    p = r.clone()
-    rr = float(r @ r)
-    target = tolerance**2 * max(float(b @ b), 1e-300)
-    for _ in range(4 * b.numel() + 10):
-        if rr <= target:
-            break
-        Ap = A.apply(A.adjoint(p))
-        step = rr / float(p @ Ap)
-        y = y + step * p
-        r = r - step * Ap
-        rr_next = float(r @ r)
-        p = r + (rr_next / rr) * p
-        rr = rr_next
+    # the solvers' conjugate gradients: breakdown guard, best iterate kept once rounding stalls
+    y = conjugate_gradient(
+        lambda p: A.apply(A.adjoint(p)), b, tolerance=tolerance, max_iterations=4 * b.numel() + 10
+    )
     X = A.adjoint(y)
     residual = float(torch.linalg.vector_norm(A.apply(X) - b) / torch.linalg.vector_norm(b).clamp_min(1e-300))
     return X, residual
