@@ -228,6 +228,7 @@ def interior_point(
     status, message = Status.MAX_ITERATIONS, f"interior point: reached max_iterations={max_iterations}"
     iteration = last_progress = 0
     last_level = last_mu = refined_at = math.inf
+    closest: tuple[float, torch.Tensor, torch.Tensor, float] = (math.inf, b, b, math.inf)
     for iteration in range(1, max_iterations + 1):
         r_p = b - apply(X)
         R_d = C - S - adjoint(y)
@@ -246,6 +247,8 @@ def interior_point(
             status, message = Status.CONVERGED, f"interior point: certified at iteration {iteration}"
             break
         residual = candidate.certificate.max_relative_residual
+        if residual < closest[0]:  # the iterate nearest the solution so far, for a last refinement
+            closest = (residual, X[:d1, d1:].clone(), y.clone(), mu)
         if (
             refine is not None
             and residual <= min(REFINE_BELOW, REFINE_GAIN * refined_at)
@@ -323,4 +326,17 @@ def interior_point(
                 X = corrected
         y = y + alpha_d * dy
         S = _sym(S + alpha_d * dS)
+    if (
+        status is not Status.CONVERGED
+        and refine is not None
+        and closest[0] < refined_at
+        and not deadline.expired()
+    ):
+        # the path ended (rounding) after its last refinement: the singular values of the nearest
+        # iterate have separated further since, which identifies the rank the earlier try missed
+        refined = refine(*closest[1:])
+        best = better(best, refined)
+        if refined is not None and refined.certificate.satisfied:
+            status = Status.CONVERGED
+            message = f"interior point + {refined.source} at its nearest iterate: certified after {message}"
     return InteriorPointOutcome(best, status, iteration, tuple(history), message)
