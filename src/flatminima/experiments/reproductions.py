@@ -30,13 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from flatminima.errors import ConfigurationError
-from flatminima.experiments import figures
+from flatminima.experiments import figures, transitions
 from flatminima.experiments.reproduction import (
     Frames,
     Reproduction,
     Table,
+    bound_ratio_text,
     reproduction_spec,
     single_frame,
+    summarize_transitions,
     sweep_name,
 )
 from flatminima.experiments.reproductions_depth import DEPTH_REPRODUCTIONS
@@ -111,39 +113,29 @@ def _draw_success(frames: Frames, specs: list[SweepSpec], path: Path) -> Path:
         f"{failed} of {len(frame)} trials failed (no certificate or singular D1, D2) and count as not "
         "recovered."
     )
+    # -- transitions with intervals and theory (flatminima.experiments.transitions); NAME_transitions.csv
+    labels = [s.label for s in spec.solvers]
+    setting = {"problem": spec.problem, "fixed": spec.fixed, "x": x, "y": y}
+    fits = transitions.reproduction_transitions(frame, labels=labels, **setting) if len(frame) else None
+    curves, marks, note = transitions.heatmap_overlays(fits, **setting) if fits is not None else ({}, {}, "")
+    if fits is not None:
+        fits.to_csv(path.with_name(f"{path.stem}_transitions.csv"), index=False)
     return figures.success_heatmaps(
         frame,
         x=x,
         y=y,
         title=f"{spec.description}: success frequency, flat vs nuclear norm",
-        caption=figures.grid_caption(spec.to_dict(), extra),
+        caption=figures.grid_caption(spec.to_dict(), f"{extra} {note}"),
         path=path,
+        order=labels,
+        curves=curves,
+        marks=marks,
     )
 
 
 def summarize_success(frames: Frames, specs: list[SweepSpec]) -> Table:
-    """Per solver: success rate, failed trials, and per x the smallest y with success frequency >= 0.5."""
-    spec = specs[0]
-    x = spec.figure.get("x", spec.grid[0][0] if spec.grid else "")
-    y = spec.figure.get("y", spec.grid[1][0] if len(spec.grid) > 1 else "")
-    frame = single_frame(frames)
-    xs = [v for k, vs in spec.grid if k == x for v in vs]
-    headers = [
-        "solver",
-        "success",
-        "failed",
-        *[f"{figures.axis_label(y)} @50% ({figures.axis_label(x)}={v})" for v in xs],
-    ]
-    rows = []
-    for label, table in figures.success_table(frame, x, y).items() if len(frame) else []:
-        group = frame[frame["label"] == label]
-        row = [label, f"{group['success'].mean():.2f}", str(int((group["status"] == "failed").sum()))]
-        for v in xs:
-            column = table.get(v)
-            hits = [] if column is None else [float(i) for i, s in column.items() if s >= 0.5]
-            row.append(f"{min(hits):g}" if hits else "-")
-        rows.append(row)
-    return headers, rows
+    """Per d: each solver's m50 (p50) with its 95 % interval, overlap, theory (``summarize_transitions``)."""
+    return summarize_transitions(frames, specs[0])
 
 
 # ---- Figure 4: regularity -------------------------------------------------------------------------
@@ -176,8 +168,9 @@ def _draw_regularity(frames: Frames, specs: list[SweepSpec], path: Path) -> Path
     data = {k: (v if v is not None else pandas.DataFrame()) for k, v in parts.items()}
     caption = " | ".join(figures.grid_caption(spec.to_dict()) for spec in specs)
     caption += (
-        " Norm gap = ||L_f||^2 + ||R_f||^2 - 2 ||X_nuc||_* with (L_f, R_f) from the full SVD of the flat "
-        "solution (k = d); blank cells: singular D1, D2 or no certified solve."
+        " Norm gap = ||L_f||^2 + ||R_f||^2 - 2 ||X_nuc||_* and balancedness = ||L_f^T L_f - R_f^T R_f||_F "
+        "with (L_f, R_f) from the full SVD of the flat solution (k = d); blank cells: singular D1, D2 or no "
+        "certified solve."
     )
     return figures.regularity_heatmaps(
         data, x="dim", ys=ys, title="Regularity of flat solutions (Fig. 4)", caption=caption, path=path
@@ -204,8 +197,6 @@ def _summarize_regularity(frames: Frames, specs: list[SweepSpec]) -> Table:
             continue
         ok = frame[frame["status"] == "ok"]
         rec = ok[ok["success"]]
-        ratio_gap = (ok["factor_norm"] / ok["bound_factor_norm"]).max()
-        ratio_bal = (ok["balancedness_nuclear"] / ok["bound_balancedness"]).max()
         rows.append(
             [
                 spec.name.split("/")[1],
@@ -213,8 +204,8 @@ def _summarize_regularity(frames: Frames, specs: list[SweepSpec]) -> Table:
                 str(len(rec)),
                 f"{numpy.log10(rec['norm_gap'].abs().clip(lower=1e-300)).median():.2f}" if len(rec) else "-",
                 f"{numpy.log10(rec['balancedness'].clip(lower=1e-300)).median():.2f}" if len(rec) else "-",
-                f"{ratio_gap:.3f}",
-                f"{ratio_bal:.3f}",
+                bound_ratio_text(ok["factor_norm"], ok["bound_factor_norm"]),
+                bound_ratio_text(ok["balancedness_nuclear"], ok["bound_balancedness"]),
             ]
         )
     return headers, rows
