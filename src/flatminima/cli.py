@@ -118,16 +118,43 @@ def _executor(workers: int | None, scheduler: str | None, in_process: bool, over
 
 
 def _print_table(title: str, table: tuple[list[str], list[list[str]]]) -> None:
+    """Print ``(headers, rows)`` under ``title`` on stdout.
+
+    On a terminal: a rich table as wide as the terminal (cells wrap between words). Otherwise (a log
+    file, a pipe, a batch job): plain aligned text, one line per row, as wide as it needs, so that no
+    name is ever broken; columns whose cells are all numbers (or "-") are right-aligned.
+    """
+    headers, rows = table
+    isatty = getattr(sys.stdout, "isatty", None)
+    if not (callable(isatty) and isatty()):
+
+        def number(cell: str) -> bool:
+            try:
+                float(cell)
+            except ValueError:
+                return cell == "-"
+            return True
+
+        cells = [[" ".join(str(c).split()) for c in line] for line in [headers, *rows]]
+        cells = [line + [""] * (len(headers) - len(line)) for line in cells]
+        widths = [max(len(line[j]) for line in cells) for j in range(len(headers))]
+        right = [bool(rows) and all(number(line[j]) for line in cells[1:]) for j in range(len(headers))]
+        text = [
+            "  ".join(c.rjust(w) if r else c.ljust(w) for c, w, r in zip(line, widths, right, strict=False))
+            for line in cells
+        ]
+        rule = "  ".join("-" * w for w in widths)
+        typer.echo("\n".join(line.rstrip() for line in [title, text[0], rule, *text[1:]]))
+        return
     from rich.console import Console
     from rich.table import Table
 
-    headers, rows = table
     out = Table(title=title, title_justify="left")
     for header in headers:
         out.add_column(header, overflow="fold")
     for row in rows:
         out.add_row(*row)
-    Console(width=max(100, 14 * len(headers))).print(out)
+    Console().print(out)
 
 
 @app.command()
@@ -148,7 +175,7 @@ def sweep(
         bool, typer.Option("--retry-failed", help="rerun trials stored as failed")
     ] = False,
     progress: Annotated[
-        bool, typer.Option("--progress/--no-progress", help="draw a progress bar on stderr")
+        bool, typer.Option("--progress/--no-progress", help="progress on stderr: a bar on a terminal, log lines otherwise")
     ] = True,
     max_trials: Annotated[int | None, typer.Option("--max-trials", min=1, help=_MAX_TRIALS_HELP)] = None,
     oversubscribe: Annotated[bool, typer.Option("--oversubscribe", help=_OVERSUBSCRIBE_HELP)] = False,
@@ -213,7 +240,7 @@ def reproduce(
     scheduler: Annotated[str | None, typer.Option("--scheduler", help=_SCHEDULER_HELP)] = None,
     in_process: Annotated[bool, typer.Option("--in-process", help=_IN_PROCESS_HELP)] = False,
     progress: Annotated[
-        bool, typer.Option("--progress/--no-progress", help="draw progress bars on stderr")
+        bool, typer.Option("--progress/--no-progress", help="progress on stderr: bars on a terminal, log lines otherwise")
     ] = True,
     oversubscribe: Annotated[bool, typer.Option("--oversubscribe", help=_OVERSUBSCRIBE_HELP)] = False,
 ) -> None:

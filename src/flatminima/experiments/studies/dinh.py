@@ -144,7 +144,7 @@ def _draw(frame: Any, config: DinhConfig, path: Path) -> Path:
     from flatminima.landscape.plots import pyplot
 
     plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    fig, axes = plt.subplots(1, 2, figsize=(15, 5.2))
     ax = axes[0]
     ax.fill_between(
         frame["alpha"], frame["ratio_low"], frame["ratio_high"], alpha=0.15, label="Ostrowski range"
@@ -160,19 +160,35 @@ def _draw(frame: Any, config: DinhConfig, path: Path) -> Path:
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlabel("alpha (layer 1 x alpha, layer 2 / alpha)")
-    ax.set_title("Hessian measures change (function identical)", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.set_ylabel("value / value at alpha = 1")
+    ax.set_title("Hessian measures change (function identical)", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax = axes[1]
-    for column in (*INVARIANT, *VARIANT):
-        style = "o-" if column in INVARIANT else "x--"
-        ax.plot(frame["alpha"], frame[f"{column}_ratio"], style, label=column)
+    zeros = []
+    for k, column in enumerate((*INVARIANT, *VARIANT)):
+        ratio = frame[f"{column}_ratio"]
+        zeros += list(frame["alpha"][ratio <= 0])
+        if column in INVARIANT:  # the invariant ones coincide at 1: shrinking markers keep each visible
+            ax.plot(frame["alpha"], ratio.where(ratio > 0), "o-", markersize=9 - 3 * k, label=column)
+        else:
+            ax.plot(frame["alpha"], ratio.where(ratio > 0), "x--", label=column)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("alpha")
-    ax.set_title("measure / measure at alpha = 1 (solid: magnitude-aware)", fontsize=9)
-    ax.legend(fontsize=7)
+    if zeros:  # a ratio of 0 has no place on a log axis: marked at the bottom edge
+        ax.plot(
+            zeros,
+            [0.0] * len(zeros),
+            "kv",
+            transform=ax.get_xaxis_transform(),
+            clip_on=False,
+            label="ratio 0 (sigma below the bisection resolution)",
+        )
+    ax.set_xlabel("alpha (layer 1 x alpha, layer 2 / alpha)")
+    ax.set_ylabel("measure / measure at alpha = 1")
+    ax.set_title("flatness measures (solid: magnitude-aware, dashed: not)", fontsize=10)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.suptitle("Dinh et al. (2017) rescaling of a digits MLP")
-    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    fig.tight_layout(rect=(0, 0.08, 1, 0.97))
     text = (
         f"max |output difference| over alphas = {frame['max_output_difference'].max():.1e} (float64). "
         "Worst-case sharpness radius 0.05 (10 ascent steps), ASAM eta = 0; PAC-Bayes sigma for a 0.1 "

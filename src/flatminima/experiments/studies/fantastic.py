@@ -39,8 +39,9 @@ from torch import nn
 
 from flatminima._checks import check_int_in_range, check_real
 from flatminima.curvature import measure
+from flatminima.experiments.progress import SweepProgress
 from flatminima.experiments.studies import _common as common
-from flatminima.experiments.study import StudyOutput, progress_bar
+from flatminima.experiments.study import StudyOutput
 from flatminima.experiments.sweep import SweepResult
 from flatminima.experiments.trial import Trial, TrialRecord
 from flatminima.networks import evaluate, linear_layers
@@ -199,7 +200,7 @@ def run(
     records: dict[str, TrialRecord] = {}
     start = time.perf_counter()
     failed = 0
-    with progress_bar(sweep, len(pending), progress) as bar:
+    with SweepProgress(sweep, len(pending), skipped=len(finished), enabled=progress) as bar:
         for trial, hp in pending:
             begin = time.perf_counter()
             try:
@@ -308,34 +309,46 @@ def correlations(frame: Any) -> Any:
 def _draw(taus: Any, frame: Any, config: FantasticConfig, path: Path) -> Path:
     import numpy
 
-    from flatminima.landscape.plots import pyplot
+    from flatminima.landscape.plots import annotate_cells, pyplot
 
     plt = pyplot()
     varied = [h for h in HYPERPARAMETERS if h in taus.columns]
-    fig, axes = plt.subplots(1, 2, figsize=(15, 6), gridspec_kw={"width_ratios": [1, 1.3]})
-    y = numpy.arange(len(taus))
-    axes[0].barh(y - 0.2, taus["tau"], height=0.4, label="overall tau")
-    axes[0].barh(y + 0.2, taus["Psi"], height=0.4, label="granulated Psi")
-    axes[0].set_yticks(y)
-    axes[0].set_yticklabels(taus["measure"], fontsize=7)
-    axes[0].axvline(0.0, color="k", linewidth=0.5)
-    axes[0].invert_yaxis()
-    axes[0].set_xlabel("Kendall tau with the generalization gap (test - train error)")
-    axes[0].legend(fontsize=7)
-    matrix = taus[varied].to_numpy(dtype=float) if varied else numpy.zeros((len(taus), 0))
-    image = axes[1].imshow(matrix, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
-    axes[1].set_xticks(range(len(varied)))
-    axes[1].set_xticklabels(varied, rotation=20, fontsize=8)
-    axes[1].set_yticks(y)
-    axes[1].set_yticklabels(taus["measure"], fontsize=7)
-    for (i, j), value in numpy.ndenumerate(matrix):
-        axes[1].text(
-            j, i, "-" if numpy.isnan(value) else f"{value:.2f}", ha="center", va="center", fontsize=6
-        )
-    fig.colorbar(image, ax=axes[1], shrink=0.8, label="psi_h (granulated tau)")
+    fig, axes = plt.subplots(1, 2, figsize=(14, 7), gridspec_kw={"width_ratios": [1.2, 1]})
+    rows = len(taus)
+    y = numpy.arange(rows)
+    ax = axes[0]
+    ax.barh(y - 0.2, taus["tau"], height=0.4, label="overall tau")
+    ax.barh(y + 0.2, taus["Psi"], height=0.4, label="granulated Psi (mean of psi_h, h != seed)")
+    ax.set_yticks(y)
+    ax.set_yticklabels(taus["measure"], fontsize=8)
+    ax.set_ylim(rows - 0.5, -0.5)  # the rows of the heat map, top to bottom
+    ax.set_xlim(-1.05, 1.05)
+    ax.axvline(0.0, color="k", linewidth=0.5)
+    ax.grid(axis="x", linewidth=0.3)
+    flat = int(taus["kind"].eq("flatness").sum()) if "kind" in taus else rows
+    if 0 < flat < rows:
+        for a in axes:
+            a.axhline(flat - 0.5, color="k", linewidth=1.0, linestyle="--")
+        ax.text(-1.0, flat - 0.4, "norm and speed baselines", va="top", fontsize=8, style="italic")
+        ax.text(-1.0, -0.4, "flatness measures", va="top", fontsize=8, style="italic")
+    ax.set_xlabel("Kendall tau with the generalization gap (test - train error)")
+    ax.set_ylabel("measure (oriented as a complexity)")
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
+    ax = axes[1]
+    matrix = taus[varied].to_numpy(dtype=float) if varied else numpy.full((rows, 1), numpy.nan)
+    image = ax.imshow(matrix, cmap="RdBu_r", vmin=-1, vmax=1, aspect="auto")
+    annotate_cells(ax, image, matrix, fontsize=8)
+    ax.set_xticks(range(len(varied)))
+    ax.set_xticklabels(varied, fontsize=9)
+    ax.set_yticks(y)
+    ax.tick_params(axis="y", labelleft=False)  # the measure names are those of the bars, same rows
+    ax.set_xlabel("hyperparameter h (psi_h: models that differ only in h)")
+    ax.set_title("granulated tau psi_h per hyperparameter (- : no group varies both)", fontsize=10)
+    bar = fig.colorbar(image, ax=ax, shrink=0.8)
+    bar.set_label("psi_h (mean Kendall tau within the groups)")
     used = int(taus["models"].iloc[0]) if len(taus) else 0
     fig.suptitle("Fantastic measures in miniature (Jiang et al. 2020): digits MLPs")
-    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    fig.tight_layout(rect=(0, 0.06, 1, 0.97))
     text = (
         f"{len(frame)} models, {used} reached the target loss and enter the correlations. Measures are "
         "complexities (PAC-Bayes: 1/sigma^2 and the bounds; sigma for a 0.1 increase of training "

@@ -107,28 +107,36 @@ def run(
     return StudyOutput(frame, figure, common.table_from(frame, "regime", columns))
 
 
+def _sharpness_tick(column: str) -> str:
+    """A two-line tick label of a sharpness column: ``eps_sharpness_sub100_0.001`` -> the space, then eps."""
+    space, eps = column.removeprefix("eps_sharpness_").rsplit("_", 1)
+    return f"{'full' if space == 'full' else space.removeprefix('sub') + '-dim'}\neps={float(eps):g}"
+
+
 def _draw(frame: Any, line: Any, config: KeskarConfig, path: Path) -> Path:
     from flatminima.landscape.plots import pyplot
 
     plt = pyplot()
-    fig, axes = plt.subplots(1, 4, figsize=(17, 4.6))
+    fig, axes = plt.subplots(1, 4, figsize=(18, 5))
     ax = axes[0]
     ax.plot(line["t"], line["train_loss"], label="train CE")
     ax.plot(line["t"], line["test_loss"], label="test CE")
-    ax.set_ylabel("cross-entropy")
+    ax.set_ylabel("cross-entropy (solid)")
     twin = ax.twinx()
     twin.plot(line["t"], 100 * (1 - line["train_error"]), "--", label="train acc (%)")
     twin.plot(line["t"], 100 * (1 - line["test_error"]), "--", label="test acc (%)")
+    twin.set_ylabel("accuracy, % (dashed)")
     ax.set_xlabel("t (0: small batch, 1: large batch)")
-    ax.set_title(f"interpolation, seed {config.seeds[0]}", fontsize=9)
-    ax.legend(fontsize=7, loc="upper left")
-    twin.legend(fontsize=7, loc="upper right")
+    ax.set_title(f"interpolation (1 - t) w_small + t w_large, seed {config.seeds[0]}", fontsize=10)
+    handles = ax.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
+    ax.legend(handles, [h.get_label() for h in handles], fontsize=8, loc="center right")
+    sharpness = [c for c in frame.columns if c.startswith("eps_sharpness")]
     panels = [
-        (axes[1], [c for c in frame.columns if c.startswith("eps_sharpness")], "epsilon-sharpness (%)", True),
-        (axes[2], ["top_eigenvalue", "trace"], "Hessian", True),
-        (axes[3], ["gap_error", "gap_loss"], "generalization gap", False),
+        (axes[1], sharpness, [_sharpness_tick(c) for c in sharpness], "epsilon-sharpness phi", "phi (%)"),
+        (axes[2], ["top_eigenvalue", "trace"], ["lambda_max", "trace"], "Hessian", "value"),
+        (axes[3], ["gap_error", "gap_loss"], ["0-1 error", "cross-entropy"], "gap", "test - train"),
     ]
-    for ax, columns, title, log in panels:
+    for ax, columns, ticks, title, ylabel in panels:
         for k, regime in enumerate(("small", "large")):
             group = frame[frame["regime"] == regime]
             for i, column in enumerate(columns):
@@ -144,13 +152,16 @@ def _draw(frame: Any, line: Any, config: KeskarConfig, path: Path) -> Path:
                     label=f"{regime} batch" if i == 0 else None,
                 )
         ax.set_xticks(range(len(columns)))
-        ax.set_xticklabels([c.replace("eps_sharpness_", "") for c in columns], rotation=20, fontsize=7)
-        if log:
+        ax.set_xticklabels(ticks, fontsize=8)
+        ax.set_xlim(-0.6, len(columns) - 0.4)
+        if title != "gap":
             ax.set_yscale("log")
-        ax.set_title(title, fontsize=9)
-        ax.legend(fontsize=7)
-    fig.suptitle("Large vs small batch on digits (Keskar et al. 2017): every seed, mean ± std")
-    fig.tight_layout(rect=(0, 0.1, 1, 0.95))
+        ax.set_title(f"{title} (every seed, mean ± std)", fontsize=10)
+        ax.set_xlabel({"gap": "quantity", "Hessian": "measure"}.get(title, "space (full / subspace), eps"))
+        ax.set_ylabel(ylabel + (" (log scale)" if title != "gap" else " (generalization gap)"))
+        ax.legend(fontsize=8)
+    fig.suptitle("Large vs small batch on digits (Keskar et al. 2017)")
+    fig.tight_layout(rect=(0, 0.08, 1, 0.97))
     return common.finish(
         fig,
         common.caption(

@@ -177,34 +177,88 @@ def run(
 def _draw(
     surfaces: dict[tuple[str, str], Any], line: Any, frame: Any, config: LandscapeConfig, path: Path
 ) -> Path:
-    from flatminima.landscape.plots import plot_curve, pyplot
+    import numpy
+    from matplotlib.ticker import MaxNLocator
+
+    from flatminima.landscape.plots import grid_values, plot_curve, pyplot
 
     plt = pyplot()
-    fig = plt.figure(figsize=(20, 9))
+    fig = plt.figure(figsize=(20, 9.5))
+    labels = {
+        "random": ("alpha (filter-normalized d1)", "beta (filter-normalized d2)"),
+        "hessian": ("alpha (top eigenvector v1, x ||w||)", "beta (2nd eigenvector v2, x ||w||)"),
+    }
+    levels = {}  # small and large batch share the levels (one colour scale) of each kind of slice
+    for kind in labels:
+        values = numpy.stack(
+            [grid_values(surfaces[(r, kind)], "train_loss", log=True) for r in ("small", "large")]
+        )
+        levels[kind] = [float(v) for v in MaxNLocator(20).tick_values(values.min(), values.max())]
     for r, regime in enumerate(("small", "large")):
-        ax = fig.add_subplot(2, 4, 4 * r + 1)
-        plot_contour(ax, surfaces[(regime, "random")], "train_loss", log=True)
-        ax.set_title(f"{regime} batch: filter-normalized random slice", fontsize=9)
+        for column, kind, title in (
+            (1, "random", "filter-normalized random slice"),
+            (3, "hessian", "top-2 Hessian eigenvectors"),
+        ):
+            ax = fig.add_subplot(2, 4, 4 * r + column)
+            xlabel, ylabel = labels[kind]
+            plot_contour(
+                ax,
+                surfaces[(regime, kind)],
+                "train_loss",
+                log=True,
+                levels=levels[kind],
+                xlabel=xlabel,
+                ylabel=ylabel,
+            )
+            ax.set_title(f"{regime} batch: {title}", fontsize=10)
         ax = fig.add_subplot(2, 4, 4 * r + 2, projection="3d")
-        plot_surface(ax, surfaces[(regime, "random")], "train_loss", log=True)
-        ax.set_title(f"{regime} batch: surface", fontsize=9)
-        ax = fig.add_subplot(2, 4, 4 * r + 3)
-        plot_contour(ax, surfaces[(regime, "hessian")], "train_loss", log=True)
-        ax.set_title(f"{regime} batch: top-2 Hessian eigenvectors (x ||w||)", fontsize=9)
+        plot_surface(
+            ax,
+            surfaces[(regime, "random")],
+            "train_loss",
+            log=True,
+            xlabel="alpha (d1)",
+            ylabel="beta (d2)",
+            zoom=1.2,
+        )
+        ax.set_title(f"{regime} batch: the random slice as a surface", fontsize=10)
     ax = fig.add_subplot(2, 4, 4)
-    plot_curve(ax, line, ["train_loss", "test_loss"])
-    ax.set_xlabel("t (0: small batch, 1: large batch)")
-    ax.set_title("1-D interpolation", fontsize=9)
+    plot_curve(
+        ax,
+        line,
+        ["train_loss", "test_loss"],
+        log=True,
+        xlabel="t (0: small batch, 1: large batch)",
+        ylabel="cross-entropy",
+    )
+    for t in (0.0, 1.0):
+        ax.axvline(t, color="0.6", linewidth=0.6, linestyle=":")
+    ax.set_title("1-D interpolation (1 - t) w_small + t w_large", fontsize=10)
     ax = fig.add_subplot(2, 4, 8)
     for k, (_, r) in enumerate(frame.iterrows()):
         widths = [float(w) for w in r["widths"].split()]
-        ax.scatter([k] * len(widths), widths, color=f"C{k}", s=16)
-        ax.errorbar(k, r["width_random_mean"], yerr=r["width_random_std"], fmt="_", color="k", capsize=5)
-    ax.set_xticks([0, 1])
-    ax.set_xticklabels(list(frame["solution"]))
-    ax.set_ylabel(f"width of {{f <= f(w) + {config.delta:g}}}")
-    ax.set_title("basin width along filter-normalized directions", fontsize=9)
+        ax.scatter([k] * len(widths), widths, color=f"C{k}", s=16, label="one direction" if k == 0 else None)
+        ax.errorbar(
+            k,
+            r["width_random_mean"],
+            yerr=r["width_random_std"],
+            fmt="_",
+            color="k",
+            capsize=5,
+            label="mean ± std" if k == 0 else None,
+        )
+    ax.set_xticks(range(len(frame)))
+    ax.set_xticklabels([f"{s} batch" for s in frame["solution"]])
+    ax.set_xlim(-0.6, len(frame) - 0.4)
+    ax.set_xlabel("solution")
+    ax.set_ylabel(f"width of {{f <= f(w) + {config.delta:g}}} (x ||d||)")
+    ax.legend(fontsize=8)
+    ax.set_title(f"basin width along {config.num_directions} filter-normalized directions", fontsize=10)
     fig.suptitle("Loss landscapes of small- and large-batch digits MLPs (training cross-entropy, log10)")
-    fig.tight_layout(rect=(0, 0.05, 1, 0.96))
-    text = "Widths are lower bounds when the level is not crossed inside +-extent."
+    fig.tight_layout(rect=(0, 0.04, 1, 0.97), w_pad=2.0)
+    text = (
+        "Slices: f(w + alpha d1 + beta d2), red cross at the solution w; small and large batch share the "
+        "colour scale of each kind of slice. Widths are lower bounds when the "
+        "level is not crossed inside +-extent."
+    )
     return common.finish(fig, common.caption(config, text), path)

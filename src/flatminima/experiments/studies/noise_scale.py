@@ -105,6 +105,9 @@ def run(
 
 
 def _draw(frame: Any, config: NoiseScaleConfig, path: Path) -> Path:
+    import numpy
+    from matplotlib.ticker import NullFormatter
+
     from flatminima.landscape.plots import pyplot
 
     plt = pyplot()
@@ -114,16 +117,26 @@ def _draw(frame: Any, config: NoiseScaleConfig, path: Path) -> Path:
         group = ok[ok["batch_size"] == batch]
         for ax, column in zip(axes, ("top_eigenvalue", "trace", "test_accuracy"), strict=True):
             ax.scatter(group["ratio"], group[column], color=f"C{k}", label=f"B = {batch}", s=18)
-    for ax, column in zip(axes, ("top_eigenvalue", "trace", "test_accuracy"), strict=True):
+    labels = {
+        "top_eigenvalue": ("top Hessian eigenvalue (Lanczos)", "lambda_max (log scale)"),
+        "trace": ("Hessian trace (Hutchinson)", "trace (log scale)"),
+        "test_accuracy": ("test accuracy", "test accuracy"),
+    }
+    ratios = numpy.log10(frame["ratio"].to_numpy(dtype=float))
+    decades = (10.0 ** numpy.floor(ratios.min() - 1e-9), 10.0 ** numpy.ceil(ratios.max() + 1e-9))
+    for ax, column in zip(axes, labels, strict=True):
         ax.set_xscale("log")
+        ax.set_xlim(*decades)  # whole decades: labelled major ticks, no crowded minor labels
+        ax.xaxis.set_minor_formatter(NullFormatter())
         if column != "test_accuracy":
             ax.set_yscale("log")
-        ax.set_xlabel("learning rate / batch size")
-        ax.set_title(column, fontsize=9)
-        ax.legend(fontsize=7)
+        ax.set_xlabel("learning rate / batch size (eta / B)")
+        ax.set_ylabel(labels[column][1])
+        ax.set_title(labels[column][0], fontsize=10)
+        ax.legend(fontsize=8)
     diverged = int(frame["diverged"].sum())
     fig.suptitle("Noise scale (Jastrzebski et al. 2018): final sharpness and test accuracy vs eta / B")
-    fig.tight_layout(rect=(0, 0.08, 1, 0.95))
+    fig.tight_layout(rect=(0, 0.08, 1, 0.97))
     text = (
         f"Plain SGD for {config.epochs} epochs at every setting; {diverged} diverged run(s) omitted. "
         "lambda_max by Lanczos, trace by Hutchinson (100 probes), at the final point, training loss."

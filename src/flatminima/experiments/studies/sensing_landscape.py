@@ -230,6 +230,12 @@ _TITLES = {
     "filter": "filter-normalized random",
     "hessian": "top-2 Hessian eigenvectors",
 }
+#: the coefficients along the two directions of each kind of slice (axis labels).
+_AXES = {
+    "scaled": ("alpha (along S z1)", "beta (along S z2)"),
+    "filter": ("alpha (filter-normalized d1)", "beta (filter-normalized d2)"),
+    "hessian": ("alpha (eigenvector v1)", "beta (eigenvector v2)"),
+}
 
 
 def _draw(
@@ -239,28 +245,56 @@ def _draw(
     config: SensingLandscapeConfig,
     path: Path,
 ) -> Path:
-    from flatminima.landscape.plots import pyplot
+    import numpy
+    from matplotlib.ticker import MaxNLocator
+
+    from flatminima.landscape.plots import grid_values, pyplot
 
     plt = pyplot()
     fig = plt.figure(figsize=(22, 21))
+    grid = fig.add_gridspec(4, 5, width_ratios=[1, 1, 1, 1, 0.05])
     for r, kind in enumerate(KINDS):
+        values = numpy.stack([grid_values(surfaces[(label, kind)], "loss", log=True) for label in SOLUTIONS])
+        levels = [
+            float(v) for v in MaxNLocator(20).tick_values(values.min(), values.max())
+        ]  # one scale a row
         for c, label in enumerate(SOLUTIONS):
-            ax = fig.add_subplot(4, 4, 4 * r + c + 1)
-            plot_contour(ax, surfaces[(label, kind)], "loss", log=True)
+            ax = fig.add_subplot(grid[r, c])
+            xlabel, ylabel = _AXES[kind]
+            plot_contour(
+                ax,
+                surfaces[(label, kind)],
+                "loss",
+                log=True,
+                levels=levels,
+                xlabel=xlabel,
+                ylabel=ylabel,
+                colorbar=fig.add_subplot(grid[r, 4]) if c == len(SOLUTIONS) - 1 else False,
+            )
             row = frame[frame["solution"] == label].iloc[0]
-            ax.set_title(f"{label} ({_TITLES[kind]}), str = {row['scaled_trace']:.3g}", fontsize=8)
-    ax = fig.add_subplot(4, 4, 13)
+            ax.set_title(f"{label}: {_TITLES[kind]}\nscaled trace = {row['scaled_trace']:.3g}", fontsize=10)
+    ax = fig.add_subplot(grid[3, 0])
     for label, line in lines.items():
         ax.plot(line.ts.numpy(), line.values["loss"].numpy(), label=f"flat -> {label}")
     ax.set_yscale("log")
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8, loc="center")  # the curves dip only near t = 0 and t = 1
+    ax.set_xticks([-0.5, 0.0, 0.5, 1.0, 1.5])
     ax.set_xlabel("t (0: flat, 1: other solution)")
-    ax.set_title("1-D interpolation from the flat solution", fontsize=9)
-    ax = fig.add_subplot(4, 4, 14)
+    ax.set_ylabel("loss (log scale)")
+    ax.set_title("1-D interpolation from the flat solution", fontsize=10)
+    ax = fig.add_subplot(grid[3, 1])
     for k, (_, r) in enumerate(frame.iterrows()):
         for offset, kind, marker in ((-0.15, "scaled", "o"), (0.15, "filter", "^")):
             widths = [float(x) for x in r[f"widths_{kind}"].split()]
-            ax.scatter([k + offset] * len(widths), widths, s=10, color=f"C{k}", marker=marker)
+            name = "scaled (S z)" if kind == "scaled" else "filter-normalized"
+            ax.scatter(
+                [k + offset] * len(widths),
+                widths,
+                s=10,
+                color=f"C{k}",
+                marker=marker,
+                label=f"{name}, one direction" if k == 0 else None,
+            )
             ax.errorbar(
                 k + offset,
                 r[f"width_{kind}_mean"],
@@ -268,20 +302,33 @@ def _draw(
                 fmt="_",
                 color="k",
                 capsize=4,
+                label="mean ± std" if k == 0 and kind == "scaled" else None,
             )
     ax.set_xticks(range(len(frame)))
     ax.set_xticklabels(list(frame["solution"]), fontsize=8)
-    ax.set_ylabel(f"width of {{f <= f(w) + {config.delta:g}}}")
-    ax.set_title("basin widths: scaled (o, left) and filter-normalized (^, right)", fontsize=9)
-    for position, label in ((15, "flat"), (16, "gd-large-init")):
-        ax = fig.add_subplot(4, 4, position, projection="3d")
-        plot_surface(ax, surfaces[(label, "scaled")], "loss", log=True)
-        ax.set_title(f"{label}: surface (scaled random)", fontsize=9)
+    ax.set_xlim(-0.6, len(frame) - 0.4)
+    ax.set_xlabel("solution")
+    ax.set_ylabel(f"width of {{f <= f(w) + {config.delta:g}}} (x ||v||)")
+    ax.legend(fontsize=8)
+    ax.set_title("basin widths: scaled (o, left) and filter-normalized (^, right)", fontsize=10)
+    for position, label in ((2, "flat"), (3, "gd-large-init")):
+        ax = fig.add_subplot(grid[3, position], projection="3d")
+        plot_surface(
+            ax,
+            surfaces[(label, "scaled")],
+            "loss",
+            log=True,
+            xlabel="alpha (S z1)",
+            ylabel="beta (S z2)",
+            zoom=1.1,
+        )
+        ax.set_title(f"{label}: surface of the scaled random slice", fontsize=10)
     fig.suptitle(
         "Matrix sensing: landscapes of flat, norm-minimal and gradient-descent solutions (log10 loss)"
     )
-    fig.tight_layout(rect=(0, 0.03, 1, 0.97))
+    fig.tight_layout(rect=(0, 0.035, 1, 0.98))
     text = (
+        "Slices f(w + alpha v1 + beta v2), red cross at the solution w; one colour scale per row. "
         "Scaled directions v = S z (E v^T H v = scaled trace), the same at every solution; filter-normalized "
         "directions (Li et al.) from the same Gaussian draws, rescaled to each solution's rows of L and R; "
         f"Hessian eigenvectors have unit norm. Extents: +-{config.extent:g} (scaled, Hessian), "
