@@ -107,6 +107,7 @@ _SCHEDULER_HELP = "address of an existing Dask scheduler, e.g. tcp://host:8786 (
 _IN_PROCESS_HELP = "run the trials in this process, one by one (debugging; no Dask)"
 _MAX_TRIALS_HELP = "run a sweep with more trials than the default limit (1,000,000) up to this many"
 _OVERSUBSCRIBE_HELP = "allow more local workers than 4 per CPU"
+_PROGRESS_HELP = "progress on stderr: a bar on a terminal, log lines otherwise"
 
 
 def _executor(workers: int | None, scheduler: str | None, in_process: bool, oversubscribe: bool) -> Any:
@@ -174,9 +175,7 @@ def sweep(
     retry_failed: Annotated[
         bool, typer.Option("--retry-failed", help="rerun trials stored as failed")
     ] = False,
-    progress: Annotated[
-        bool, typer.Option("--progress/--no-progress", help="progress on stderr: a bar on a terminal, log lines otherwise")
-    ] = True,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help=_PROGRESS_HELP)] = True,
     max_trials: Annotated[int | None, typer.Option("--max-trials", min=1, help=_MAX_TRIALS_HELP)] = None,
     oversubscribe: Annotated[bool, typer.Option("--oversubscribe", help=_OVERSUBSCRIBE_HELP)] = False,
 ) -> None:
@@ -239,9 +238,7 @@ def reproduce(
     workers: Annotated[int | None, typer.Option("--workers", min=1, help=_WORKERS_HELP)] = None,
     scheduler: Annotated[str | None, typer.Option("--scheduler", help=_SCHEDULER_HELP)] = None,
     in_process: Annotated[bool, typer.Option("--in-process", help=_IN_PROCESS_HELP)] = False,
-    progress: Annotated[
-        bool, typer.Option("--progress/--no-progress", help="progress on stderr: bars on a terminal, log lines otherwise")
-    ] = True,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help=_PROGRESS_HELP)] = True,
     oversubscribe: Annotated[bool, typer.Option("--oversubscribe", help=_OVERSUBSCRIBE_HELP)] = False,
 ) -> None:
     """Reproduce a figure or study: run it, write OUT/NAME.csv and OUT/NAME.png, print a summary.
