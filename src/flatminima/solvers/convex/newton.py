@@ -44,6 +44,8 @@ from flatminima.solvers.convex.structured import factor_svd
 
 #: above this many unknowns (n + m) the dense KKT Newton step is skipped.
 KKT_SIZE_LIMIT = 6000
+#: halvings of a Newton step at most before the iteration stops (no decrease of the KKT residual).
+BACKTRACKS = 12
 
 #: seconds per (system size)^3 of the last Newton-KKT step of this process, to predict the first step of
 #: a time-limited polish (a dense solve of a few thousand unknowns can take longer than the whole limit).
@@ -99,18 +101,31 @@ def kkt_newton(
     eye_r = torch.eye(r, dtype=b.dtype, device=b.device)
     residuals: list[float] = []
     best = (L, R, lam)
-    for _ in range(max_steps + 1):
+
+    def kkt_residual(
+        L: torch.Tensor, R: torch.Tensor, lam: torch.Tensor
+    ) -> tuple[float, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """The KKT residual's norm and parts (G, grad_L, grad_R, constraint, lambda's direction)."""
         G = bmap.adjoint(lam)
         grad_L = L - G @ R
         grad_R = R - G.mT @ L
         constraint = bmap.apply_factored(L, R) - b
+        direction = lam
         if ball:
             lam_norm = float(torch.linalg.vector_norm(lam))
             if not lam_norm > 0.0:
-                break
+                return None
             direction = lam / lam_norm
             constraint = constraint + typing.cast(float, eps) * direction
         norm = math.sqrt(float(grad_L.square().sum() + grad_R.square().sum() + constraint.square().sum()))
+        return norm, G, grad_L, grad_R, constraint, direction
+
+    parts = kkt_residual(L, R, lam)
+    for _ in range(max_steps + 1):
+        if parts is None:
+            break
+        norm, G, grad_L, grad_R, constraint, direction = parts
+        lam_norm = float(torch.linalg.vector_norm(lam))
         residuals.append(norm)
         if not norm < min(residuals[:-1], default=math.inf):
             break
@@ -151,9 +166,23 @@ def kkt_newton(
         solution, info = torch.linalg.solve_ex(K, rhs)
         if int(info) != 0 or not bool(torch.isfinite(solution).all()):
             break
-        L = L + solution[: d1 * r].reshape(d1, r)
-        R = R + solution[d1 * r : n].reshape(d2, r)
-        lam = lam + solution[n : n + m]
+        dL, dR, dlam = (
+            solution[: d1 * r].reshape(d1, r),
+            solution[d1 * r : n].reshape(d2, r),
+            solution[n : n + m],
+        )
+        # backtracking on the residual's norm: far from the solution, or where the rank-r manifold's
+        # curvature (1 / s_r) is large, the full step can overshoot; near it the full step is taken
+        step, trial = 1.0, None
+        for _ in range(BACKTRACKS):
+            trial = kkt_residual(L + step * dL, R + step * dR, lam + step * dlam)
+            if trial is not None and trial[0] < norm:
+                break
+            step /= 2
+        if trial is None or not trial[0] < norm:
+            residuals.append(math.inf if trial is None else trial[0])
+            break
+        L, R, lam, parts = L + step * dL, R + step * dR, lam + step * dlam, trial
         step_cost = time.perf_counter() - clock
         _SECONDS_PER_CUBE[0] = step_cost / size**3
     L, R, lam = best
