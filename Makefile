@@ -1,7 +1,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: install lint test test-slow bench demo
+.PHONY: install lint test test-slow bench demo docs
 
 install:
 	python3 -m venv $(VENV)
@@ -26,3 +26,8 @@ bench:
 
 demo:
 	$(PY) examples/demo_trace.py
+
+# The documentation site into build/site/ (the docs extra; the build executes the tutorials, ~2 min).
+docs:
+	$(PY) -m pip install --quiet -e '.[docs]'
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict
