@@ -107,6 +107,10 @@ _SCHEDULER_HELP = "address of an existing Dask scheduler, e.g. tcp://host:8786 (
 _IN_PROCESS_HELP = "run the trials in this process, one by one (debugging; no Dask)"
 _MAX_TRIALS_HELP = "run a sweep with more trials than the default limit (1,000,000) up to this many"
 _OVERSUBSCRIBE_HELP = "allow more local workers than 4 per CPU"
+_SIZE_HELP = (
+    "grid size: default or large (Figure 3: dense sensing to d = 100, bilinear and completion to d = 1000, "
+    "quadratic network to d = 200; writes NAME-large.csv/.png)"
+)
 _PROGRESS_HELP = "progress on stderr: a bar on a terminal, log lines otherwise"
 
 
@@ -240,6 +244,7 @@ def reproduce(
     in_process: Annotated[bool, typer.Option("--in-process", help=_IN_PROCESS_HELP)] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help=_PROGRESS_HELP)] = True,
     oversubscribe: Annotated[bool, typer.Option("--oversubscribe", help=_OVERSUBSCRIBE_HELP)] = False,
+    size: Annotated[str, typer.Option("--size", help=_SIZE_HELP)] = "default",
 ) -> None:
     """Reproduce a figure or study: run it, write OUT/NAME.csv and OUT/NAME.png, print a summary.
 
@@ -256,6 +261,7 @@ def reproduce(
         raise ConfigurationError(f"give a reproduction name or --list; valid: {', '.join(REPRODUCTIONS)}")
     from flatminima.experiments.executors import check_scheduler_address, check_workers
     from flatminima.experiments.reproductions import get_reproduction
+    from flatminima.experiments.reproductions_beyond import check_size
     from flatminima.experiments.runner import check_executor_options, check_outputs
     from flatminima.experiments.runner import reproduce as run_reproduction
 
@@ -264,7 +270,9 @@ def reproduce(
     check_workers(workers, oversubscribe=oversubscribe)
     if scheduler is not None:
         check_scheduler_address(scheduler)
-    check_outputs(name, out, store)  # before the first trial, not after the whole run
+    check_size(size)
+    stem = name if size == "default" else f"{name}-{size}"
+    check_outputs(name, out, store, stem=stem)  # before the first trial, not after the whole run
     _RUNNING.store = store if store is not None else out / "flatminima.sqlite"
     executor = _executor(workers, scheduler, in_process, oversubscribe) if (in_process or scheduler) else None
     try:
@@ -277,6 +285,7 @@ def reproduce(
             executor=executor,
             progress=progress,
             oversubscribe=oversubscribe,
+            size=size,
         )
     finally:
         if executor is not None:

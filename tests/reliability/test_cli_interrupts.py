@@ -41,6 +41,10 @@ def _flatminima(*args: str) -> list[str]:
     return [sys.executable, "-c", "from flatminima.cli import run; run()", *args]
 
 
+def _default_interrupt() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _rows(store: Path) -> dict[str, int]:
     with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as connection:
         return dict(connection.execute("SELECT status, COUNT(*) FROM trials GROUP BY status").fetchall())
@@ -51,7 +55,14 @@ def _interrupt_when_stored(
 ) -> tuple[int, str]:
     """Start ``command``, send SIGINT once the store holds a trial, return (exit status, stderr)."""
     process = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        command,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        # as from a terminal: a runner started in the background (nohup, `cmd &`) passes SIGINT on ignored,
+        # and Python then installs no KeyboardInterrupt handler
+        preexec_fn=_default_interrupt,
     )
     deadline = time.monotonic() + limit
     try:

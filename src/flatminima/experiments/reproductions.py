@@ -11,6 +11,9 @@
   and completion (5 draws per cell, every other m/d; quick: 3 draws on the quick grids).
 * ``depth-hadamard`` and ``depth-deep``: the question of depth, in
   :mod:`flatminima.experiments.reproductions_depth`.
+* ``completion-nonuniform`` and ``noisy-sensing``: beyond the paper, in
+  :mod:`flatminima.experiments.reproductions_beyond`, which also holds the ``size="large"`` grids of the
+  Figure 3 reproductions (:func:`reproduction_specs`).
 * the network studies of :mod:`flatminima.experiments.studies` (trained on digits).
 
 Per cell one ground truth M (rank 2, ||M||_F = 1; rank 3 for the network) and 10 fresh measurement draws
@@ -25,6 +28,7 @@ References:
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,6 +44,12 @@ from flatminima.experiments.reproduction import (
     single_frame,
     summarize_transitions,
     sweep_name,
+)
+from flatminima.experiments.reproductions_beyond import (
+    BEYOND_REPRODUCTIONS,
+    LARGE_GRIDS,
+    check_size,
+    large_grid,
 )
 from flatminima.experiments.reproductions_depth import DEPTH_REPRODUCTIONS
 from flatminima.experiments.spec import SweepSpec
@@ -84,11 +94,25 @@ def _fig3_grid(name: str, quick: bool) -> dict[str, list[Any]]:
     return {"dim": _DIMS[quick], "measurements_per_dim": _RATIOS[quick]}
 
 
-def _fig3_specs(name: str) -> Callable[[bool], list[SweepSpec]]:
+def _fig3_specs(name: str) -> Callable[..., list[SweepSpec]]:
     title, problem, y = _FIG3[name]
 
-    def build(quick: bool) -> list[SweepSpec]:
-        solvers: list[Any] = ["flat", "nuclear_norm"]
+    def build(quick: bool, size: str = "default") -> list[SweepSpec]:
+        if check_size(size) == "large":  # the grids of reproductions_beyond.LARGE_GRIDS
+            grid, draws, options = large_grid(name, quick)
+            solvers: list[Any] = [{"name": s, "options": options} for s in ("flat", "nuclear_norm")]
+            return [
+                reproduction_spec(
+                    sweep_name(name, quick, "large"),
+                    problem,
+                    grid,
+                    solvers,
+                    draws=draws,
+                    description=f"{title}, large grid",
+                    figure={"kind": "success", "x": "dim", "y": y},
+                )
+            ]
+        solvers = ["flat", "nuclear_norm"]
         return [
             reproduction_spec(
                 sweep_name(name, quick),
@@ -228,12 +252,30 @@ REPRODUCTIONS["fig4-regularity"] = Reproduction(
     _summarize_regularity,
 )
 REPRODUCTIONS.update(DEPTH_REPRODUCTIONS)
+REPRODUCTIONS.update(BEYOND_REPRODUCTIONS)
 
 
 # Network studies: the second kind of reproduction (see flatminima.experiments.study).
 from flatminima.experiments.studies import STUDIES  # noqa: E402
 
 REPRODUCTIONS.update(STUDIES)
+
+
+def reproduction_specs(reproduction: Reproduction, quick: bool, size: str = "default") -> list[SweepSpec]:
+    """The sweeps of ``reproduction`` at ``size`` (what ``reproduce --size`` runs).
+
+    ``"default"`` is ``reproduction.specs(quick)``; ``"large"`` the Figure 3 grids of
+    :data:`~flatminima.experiments.reproductions_beyond.LARGE_GRIDS` (sweeps ``NAME/large[/quick]``).
+
+    Raises:
+        ConfigurationError: an unknown size, or ``"large"`` for a reproduction without a large grid.
+    """
+    if check_size(size) == "default":
+        return reproduction.specs(quick)
+    if reproduction.name not in LARGE_GRIDS:
+        large_grid(reproduction.name, quick)  # raises, naming the reproductions that have one
+    build = typing.cast(Callable[..., list[SweepSpec]], reproduction.specs)
+    return build(quick, size=size)
 
 
 def get_reproduction(name: str) -> Reproduction | Study:

@@ -18,7 +18,8 @@ from flatminima.errors import ConfigurationError
 from flatminima.experiments import figures
 from flatminima.experiments.executors import make_executor
 from flatminima.experiments.reproduction import Reproduction, Table
-from flatminima.experiments.reproductions import get_reproduction
+from flatminima.experiments.reproductions import get_reproduction, reproduction_specs
+from flatminima.experiments.reproductions_beyond import check_size
 from flatminima.experiments.store import Store
 from flatminima.experiments.study import Study
 from flatminima.experiments.sweep import SweepResult, count_pending, run_sweep
@@ -67,18 +68,23 @@ def check_output_file(path: Path, option: str) -> None:
         raise ConfigurationError(f"{option} {str(path)!r}: cannot write in {str(parent)!r}")
 
 
-def check_outputs(name: str, out_dir: str | Path, store_path: str | Path | None = None) -> None:
-    """Check every file ``reproduce(name)`` will write (OUT/NAME.csv, OUT/NAME.png, the store) up front.
+def check_outputs(
+    name: str, out_dir: str | Path, store_path: str | Path | None = None, *, stem: str | None = None
+) -> None:
+    """Check every file ``reproduce(name)`` will write (OUT/STEM.csv, .png, _transitions.csv, the store).
+
+    ``stem``: the files' name (default ``name``; ``NAME-large`` for a large run).
 
     Raises:
         ConfigurationError: unknown name, or an output path that is a directory or not writable.
     """
     get_reproduction(name)
+    stem = name if stem is None else stem
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise ConfigurationError(f"--out {str(out)!r}: exists and is not a folder")
-    check_output_file(out / f"{name}.csv", "--out")
-    check_output_file(out / f"{name}.png", "--out")
+    for suffix in (".csv", ".png", "_transitions.csv"):
+        check_output_file(out / f"{stem}{suffix}", "--out")
     check_output_file(Path(store_path) if store_path is not None else out / "flatminima.sqlite", "--store")
 
 
@@ -93,6 +99,7 @@ def reproduce(
     executor: Any = None,
     progress: bool = True,
     oversubscribe: bool = False,
+    size: str = "default",
 ) -> ReproductionOutcome:
     """Run (or resume) the reproduction ``name`` and write its CSV, figure and summary.
 
@@ -106,6 +113,8 @@ def reproduce(
         executor: an executor object instead (e.g. ``InProcessExecutor()``).
         progress: draw progress bars on stderr.
         oversubscribe: allow more local workers than 4 per CPU.
+        size: ``"default"`` or ``"large"`` (Figure 3: dense sensing to d = 100, bilinear and completion to
+            d = 1000, quadratic network to d = 200); a large run writes ``NAME-large.csv`` / ``.png``.
 
     Network studies (:class:`~flatminima.experiments.study.Study`) run in this process with one torch
     thread (``workers``, ``scheduler`` and ``executor`` do not apply); their trials, if any, go to the
@@ -119,7 +128,11 @@ def reproduce(
     """
     reproduction = get_reproduction(name)
     check_executor_options(reproduction, workers=workers, scheduler=scheduler)
-    check_outputs(name, out_dir, store_path)
+    check_size(size)
+    if size != "default" and isinstance(reproduction, Study):
+        raise ConfigurationError(f"--size {size}: {name!r} is a network study; it has one size")
+    stem = name if size == "default" else f"{name}-{size}"
+    check_outputs(name, out_dir, store_path, stem=stem)
     out = _output_dir(out_dir)
     store_file = Path(store_path) if store_path is not None else out / "flatminima.sqlite"
     if isinstance(reproduction, Study):  # a network study: it trains and measures itself
@@ -128,7 +141,7 @@ def reproduce(
         csv = out / f"{name}.csv"
         output.frame.to_csv(csv, index=False)
         return ReproductionOutcome(name, csv, output.figure, store_file, output.table, output.sweeps)
-    specs = reproduction.specs(quick)
+    specs = reproduction_specs(reproduction, quick, size)
     results = []
     with Store(store_file) as store:
         pending = sum(count_pending(spec, store) for spec in specs)
@@ -142,9 +155,9 @@ def reproduce(
             if owned:
                 executor.close()
         frames = {spec.name: store.dataframe(spec.name) for spec in specs}
-    csv = out / f"{name}.csv"
+    csv = out / f"{stem}.csv"
     _concat(frames).to_csv(csv, index=False)
-    png = reproduction.draw(frames, specs, out / f"{name}.png")
+    png = reproduction.draw(frames, specs, out / f"{stem}.png")
     return ReproductionOutcome(
         name, csv, png, store_file, reproduction.summarize(frames, specs), tuple(results)
     )

@@ -1,6 +1,7 @@
 """Statistical models of low-rank recovery: ``Problem.sample(generator=g) -> Instance``."""
 
 from flatminima.problems.base import Instance, Problem
+from flatminima.problems.nonuniform import power_law_mask, power_law_probabilities
 from flatminima.problems.quadratic import QuadraticNetwork
 from flatminima.problems.robust_pca import RobustPCA
 from flatminima.problems.sensing import BilinearSensing, MatrixCompletion, MatrixSensing
@@ -29,4 +30,6 @@ __all__ = [
     "QuadraticNetwork",
     "RobustPCA",
     "SparseRecovery",
+    "power_law_mask",
+    "power_law_probabilities",
 ]

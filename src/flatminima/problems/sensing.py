@@ -11,6 +11,7 @@ from flatminima._checks import check_int_in_range, check_real, check_shape_pair
 from flatminima.errors import InputDataError
 from flatminima.operators import BilinearOperator, DenseOperator, EntryMask
 from flatminima.problems.base import Instance, Problem, add_noise, gaussian, low_rank_ground_truth
+from flatminima.problems.nonuniform import check_skew, power_law_mask
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -102,24 +103,56 @@ class BilinearSensing(_LowRankModel):
 class MatrixCompletion(_LowRankModel):
     """Observe each entry of M independently with probability p (Bernoulli mask), plus optional noise.
 
+    With the default skews 0 every entry has probability p (the paper's model). With ``row_skew`` a > 0
+    or ``column_skew`` b > 0 the sampling is non-uniform: entry (i, j) (1-based) is observed with
+    probability P_ij = min(1, c i^{-a} j^{-b}), c set so that the mean of P is exactly p (expected
+    observations p d1 d2; row and column marginals follow the power laws i^{-a}, j^{-b} where nothing is
+    clipped; see :mod:`flatminima.problems.nonuniform`). Skews 0 draw the very same masks as before.
+
     The instance's metadata lists ``empty_rows`` and ``empty_columns`` (unobserved lines make D1 or D2
     singular; they are reported, never dropped). The operator is an :class:`EntryMask` whose m is the
     number of observed entries.
 
+    Args:
+        probability: p in (0, 1], the (mean) observation probability.
+        row_skew: a in [0, 10], the row power-law exponent (default 0: uniform).
+        column_skew: b in [0, 10], the column power-law exponent (default 0: uniform).
+
+    Example:
+        >>> inst = MatrixCompletion(shape=(30, 30), rank=2, probability=0.3, row_skew=1.0,
+        ...     column_skew=1.0).sample(generator=torch.Generator().manual_seed(0))
+        >>> counts = inst.operator.row_counts()
+        >>> bool(counts[:5].sum() > counts[-5:].sum())
+        True
+
     References:
-        Ding et al. (2024), Section 5; Candès and Recht (2009).
+        Ding et al. (2024), Section 5; Candès and Recht (2009); Srebro and Salakhutdinov (NeurIPS 2010)
+        and Foygel, Salakhutdinov, Shamir, Srebro (NeurIPS 2011) for power-law sampling.
     """
 
     name: typing.ClassVar[str] = "matrix_completion"
     probability: float
+    row_skew: float = 0.0
+    column_skew: float = 0.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_real("probability", self.probability, low=0.0, high=1.0, low_open=True)
+        check_skew("row_skew", self.row_skew)
+        check_skew("column_skew", self.column_skew)
 
     def _sample(self, generator: torch.Generator) -> Instance:
         M = self._truth(generator)
-        mask = torch.rand(*self.shape, generator=generator, dtype=torch.float64) < self.probability
+        if self.row_skew == 0 and self.column_skew == 0:  # the uniform model, unchanged
+            mask = torch.rand(*self.shape, generator=generator, dtype=torch.float64) < self.probability
+        else:
+            mask = power_law_mask(
+                self.shape,
+                row_skew=self.row_skew,
+                column_skew=self.column_skew,
+                mean=self.probability,
+                generator=generator,
+            )
         if not bool(mask.any()):
             raise InputDataError(
                 f"the Bernoulli mask observed no entry at probability={self.probability} and shape="
