@@ -12,6 +12,7 @@ batches). The subclasses only name the matrix and build M_b (see :mod:`.curvatur
 
 from __future__ import annotations
 
+import abc
 import copy
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar
@@ -27,6 +28,7 @@ from flatminima.curvature.curvature_outputs import (
     Params,
     jacobian_products,
     loss_kind_of,
+    per_batch,
     transposed_jacobian_products,
 )
 from flatminima.curvature.linear_operator import LinearOperator
@@ -39,7 +41,8 @@ class OutputCurvatureOperator(LinearOperator):
     """sum_b J_b^T M_b J_b over the trainable parameters of a model (base of the GGN and Fisher operators).
 
     Vectors are flat like those of ``HessianOperator``: the selected parameters, each flattened,
-    concatenated in parameter order. Subclasses set :attr:`curvature` and build the matrices M_b.
+    concatenated in parameter order. Subclasses set :attr:`curvature` and build each batch's M_b in
+    :meth:`_output_matrix` (called once per batch, in order, on a first pass over the data).
     """
 
     #: the name of the matrix in :data:`~flatminima.curvature.curvature_matrices.CURVATURES`.
@@ -51,8 +54,8 @@ class OutputCurvatureOperator(LinearOperator):
         loss_fn: LossFunction,
         batches: Iterable[Any],
         *,
-        mode: str | None,
-        vectorize: bool,
+        mode: str | None = None,
+        vectorize: bool = True,
         process_group: Any = None,
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -67,7 +70,12 @@ class OutputCurvatureOperator(LinearOperator):
         self._layout = ParameterLayout(self.function.point, variables, variables)
         first = self.function.point[variables[0]]
         self._dtype, self._device = first.dtype, first.device
-        self._matrices: tuple[OutputMatrix, ...] = ()
+        matrices = per_batch(self.function, self.loss_kind, self._output_matrix)
+        self._matrices: tuple[OutputMatrix, ...] = matrices
+
+    @abc.abstractmethod
+    def _output_matrix(self, outputs: torch.Tensor, targets: torch.Tensor) -> OutputMatrix:
+        """M_b of one batch from the model's outputs at the point and the batch's targets."""
 
     # ---- structure (as HessianOperator) ----------------------------------------------------------
     @property

@@ -54,7 +54,6 @@ from flatminima.curvature.curvature_outputs import (
     OutputMatrix,
     outer_products,
     output_hessian,
-    per_batch,
     sample_labels,
     true_label_gradients,
 )
@@ -106,20 +105,8 @@ class GeneralizedGaussNewtonOperator(OutputCurvatureOperator):
 
     curvature: ClassVar[str] = "ggn"
 
-    def __init__(
-        self,
-        model: nn.Module,
-        loss_fn: LossFunction,
-        batches: Iterable[Any],
-        *,
-        mode: str | None = None,
-        vectorize: bool = True,
-        process_group: Any = None,
-    ) -> None:
-        super().__init__(model, loss_fn, batches, mode=mode, vectorize=vectorize, process_group=process_group)
-        self._matrices = per_batch(
-            self.function, self.loss_kind, lambda outputs, _: output_hessian(self.loss_kind, outputs)
-        )
+    def _output_matrix(self, outputs: torch.Tensor, targets: torch.Tensor) -> OutputMatrix:
+        return output_hessian(self.loss_kind, outputs)
 
 
 class FisherOperator(OutputCurvatureOperator):
@@ -172,21 +159,18 @@ class FisherOperator(OutputCurvatureOperator):
         vectorize: bool = True,
         process_group: Any = None,
     ) -> None:
-        checked = check_generator("generator", generator)
+        self._generator = check_generator("generator", generator)
         self.num_samples = check_int_in_range("num_samples", num_samples, low=1)
+        self._sampled: list[torch.Tensor] = []
         super().__init__(model, loss_fn, batches, mode=mode, vectorize=vectorize, process_group=process_group)
-
-        samples = []
-
-        def build(outputs: torch.Tensor, _: torch.Tensor) -> OutputMatrix:
-            labels, scores = sample_labels(self.loss_kind, outputs, self.num_samples, generator=checked)
-            samples.append(labels)
-            return outer_products(scores)
-
-        self._matrices = per_batch(self.function, self.loss_kind, build)
         #: the sampled labels per batch: class indices (B, S) for cross-entropy, targets
         #: (B, S, *output shape) for squared error.
-        self.samples: tuple[torch.Tensor, ...] = tuple(samples)
+        self.samples: tuple[torch.Tensor, ...] = tuple(self._sampled)
+
+    def _output_matrix(self, outputs: torch.Tensor, targets: torch.Tensor) -> OutputMatrix:
+        labels, scores = sample_labels(self.loss_kind, outputs, self.num_samples, generator=self._generator)
+        self._sampled.append(labels)
+        return outer_products(scores)
 
 
 class EmpiricalFisherOperator(OutputCurvatureOperator):
@@ -227,22 +211,8 @@ class EmpiricalFisherOperator(OutputCurvatureOperator):
 
     curvature: ClassVar[str] = "empirical_fisher"
 
-    def __init__(
-        self,
-        model: nn.Module,
-        loss_fn: LossFunction,
-        batches: Iterable[Any],
-        *,
-        mode: str | None = None,
-        vectorize: bool = True,
-        process_group: Any = None,
-    ) -> None:
-        super().__init__(model, loss_fn, batches, mode=mode, vectorize=vectorize, process_group=process_group)
-
-        def build(outputs: torch.Tensor, targets: torch.Tensor) -> OutputMatrix:
-            return outer_products(true_label_gradients(self.loss_kind, outputs, targets)[:, None, :])
-
-        self._matrices = per_batch(self.function, self.loss_kind, build)
+    def _output_matrix(self, outputs: torch.Tensor, targets: torch.Tensor) -> OutputMatrix:
+        return outer_products(true_label_gradients(self.loss_kind, outputs, targets)[:, None, :])
 
 
 def curvature_operator(
