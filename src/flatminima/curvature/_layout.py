@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from flatminima.curvature.linear_operator import LinearOperator
 from flatminima.errors import InputDataError, InputTypeError
 
 Params = dict[str, torch.Tensor]
@@ -150,3 +151,56 @@ class ParameterLayout:
                 raise InputDataError(f"block_weights[{name!r}] must be >= 0; got {weight}.")
             pieces.append(torch.full((numel,), math.sqrt(weight), dtype=first.dtype, device=first.device))
         return torch.cat(pieces)
+
+
+class LayoutOperator(LinearOperator):
+    """A linear operator on (a selection of) named parameters: its structure read from a ParameterLayout.
+
+    The shared base of ``HessianOperator`` and the output-curvature operators (GGN, Fisher): subclasses
+    set ``_layout`` (the parameters, their point and the selection), ``_dtype`` and ``_device``; vectors
+    are the selected parameters, each flattened, concatenated in parameter order.
+    """
+
+    _layout: ParameterLayout
+    _dtype: torch.dtype
+    _device: torch.device
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The selected parameter names, in order."""
+        return self._layout.names
+
+    @property
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """The selected parameters' shapes, by name."""
+        return self._layout.shapes
+
+    @property
+    def parameter_names(self) -> tuple[str, ...]:
+        """Every selectable parameter name, in order (the selection is :attr:`names`)."""
+        return self._layout.variables
+
+    @property
+    def size(self) -> int:
+        """n, the number of selected scalar parameters."""
+        return self._layout.size
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The parameters' dtype."""
+        return self._dtype
+
+    @property
+    def device(self) -> torch.device:
+        """The parameters' device."""
+        return self._device
+
+    @property
+    def point(self) -> torch.Tensor:
+        """The selected parameters at the point, flattened, shape (n,)."""
+        return self._layout.flatten(self._layout.point)
+
+    def unflatten(self, vector: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Split a flat (n,) vector into the selected parameters' shapes."""
+        self._check_vectors("vector", vector, ndim=1)
+        return self._layout.unflatten(vector)

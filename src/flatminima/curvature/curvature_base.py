@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from flatminima.curvature._distributed import all_reduce_sum, resolve_group
-from flatminima.curvature._layout import ParameterLayout
+from flatminima.curvature._layout import LayoutOperator, ParameterLayout
 from flatminima.curvature.curvature_outputs import (
     ModelFunction,
     OutputMatrix,
@@ -31,13 +31,12 @@ from flatminima.curvature.curvature_outputs import (
     per_batch,
     transposed_jacobian_products,
 )
-from flatminima.curvature.linear_operator import LinearOperator
 from flatminima.errors import InputTypeError
 
 LossFunction = Callable[[Any, torch.Tensor], torch.Tensor]
 
 
-class OutputCurvatureOperator(LinearOperator):
+class OutputCurvatureOperator(LayoutOperator):
     """sum_b J_b^T M_b J_b over the trainable parameters of a model (base of the GGN and Fisher operators).
 
     Vectors are flat like those of ``HessianOperator``: the selected parameters, each flattened,
@@ -77,22 +76,7 @@ class OutputCurvatureOperator(LinearOperator):
     def _output_matrix(self, outputs: torch.Tensor, targets: torch.Tensor) -> OutputMatrix:
         """M_b of one batch from the model's outputs at the point and the batch's targets."""
 
-    # ---- structure (as HessianOperator) ----------------------------------------------------------
-    @property
-    def size(self) -> int:
-        """n, the number of selected scalar parameters."""
-        return self._layout.size
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """The parameters' dtype."""
-        return self._dtype
-
-    @property
-    def device(self) -> torch.device:
-        """The parameters' device."""
-        return self._device
-
+    # ---- structure (names, shapes, size, dtype, device, point, unflatten: LayoutOperator) -----------
     @property
     def mode(self) -> str:
         """The mode the model is evaluated in, "train" or "eval"."""
@@ -102,21 +86,6 @@ class OutputCurvatureOperator(LinearOperator):
     def num_examples(self) -> int:
         """N, the number of examples over all batches (of every rank, under a process group)."""
         return self.function.num_examples
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        """The selected parameter names, in order."""
-        return self._layout.names
-
-    @property
-    def point(self) -> torch.Tensor:
-        """The selected parameters at the point, flattened, shape (n,)."""
-        return self._layout.flatten(self._layout.point)
-
-    def unflatten(self, vector: torch.Tensor) -> Params:
-        """Split a flat (n,) vector into the selected parameters' shapes."""
-        self._check_vectors("vector", vector, ndim=1)
-        return self._layout.unflatten(vector)
 
     def select(self, *selectors: str | int) -> OutputCurvatureOperator:
         """The diagonal block C_gg over the parameters matching any selector (see HessianOperator.select)."""

@@ -32,10 +32,9 @@ import torch
 from torch import nn
 
 from flatminima.curvature._distributed import all_reduce_sum
-from flatminima.curvature._layout import ParameterLayout
+from flatminima.curvature._layout import LayoutOperator, ParameterLayout
 from flatminima.curvature._model import ModelSource
 from flatminima.curvature._sources import Params, check_params, model_parts, objective_parts
-from flatminima.curvature.linear_operator import LinearOperator
 from flatminima.errors import ConfigurationError, InputDataError, InputTypeError
 
 LossClosure = Callable[[Params], torch.Tensor]
@@ -60,7 +59,7 @@ def _check_ad_mode(ad_mode: str) -> None:
         raise ConfigurationError(f"ad_mode must be 'reverse' or 'forward'; got ad_mode={ad_mode!r}.")
 
 
-class HessianOperator(LinearOperator):
+class HessianOperator(LayoutOperator):
     """The Hessian of ``loss`` at ``params`` (optionally restricted to a parameter group).
 
     Args:
@@ -311,42 +310,7 @@ class HessianOperator(LinearOperator):
             if not bool(torch.isfinite(value)):
                 raise InputDataError(f"loss must be finite at the given parameters; got {float(value)}.")
 
-    # ---- structure -------------------------------------------------------------------------------
-    @property
-    def names(self) -> tuple[str, ...]:
-        """The selected parameter names, in order."""
-        return self._layout.names
-
-    @property
-    def shapes(self) -> dict[str, tuple[int, ...]]:
-        """The selected parameters' shapes, by name."""
-        return self._layout.shapes
-
-    @property
-    def size(self) -> int:
-        """n, the number of selected scalar parameters."""
-        return self._layout.size
-
-    @property
-    def dtype(self) -> torch.dtype:
-        """The parameters' dtype."""
-        return self._dtype
-
-    @property
-    def device(self) -> torch.device:
-        """The parameters' device."""
-        return self._device
-
-    @property
-    def parameter_names(self) -> tuple[str, ...]:
-        """Every selectable parameter name, in order (the selection is :attr:`names`)."""
-        return self._layout.variables
-
-    @property
-    def point(self) -> torch.Tensor:
-        """The selected parameters at the point, flattened, shape (n,)."""
-        return self.flatten(self._layout.point)
-
+    # ---- structure (names, shapes, size, dtype, device, point, unflatten: LayoutOperator) -----------
     def parameters(self) -> Params:
         """All parameters at the point (selected or not), by name; the tensors are detached."""
         return dict(self._layout.point)
@@ -354,11 +318,6 @@ class HessianOperator(LinearOperator):
     def flatten(self, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Concatenate the selected entries of ``params`` into a flat (n,) vector."""
         return self._layout.flatten(params)
-
-    def unflatten(self, vector: torch.Tensor) -> Params:
-        """Split a flat (n,) vector into the selected parameters' shapes."""
-        self._check_vectors("vector", vector, ndim=1)
-        return self._layout.unflatten(vector)
 
     # ---- parameter groups ------------------------------------------------------------------------
     def select(self, *selectors: str | int) -> HessianOperator:
