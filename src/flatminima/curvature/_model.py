@@ -53,6 +53,20 @@ def batch_norm_modules(model: nn.Module) -> list[str]:
     ]
 
 
+def use_batch_statistics(model: nn.Module) -> None:
+    """Make every BatchNorm layer of ``model`` (a private copy) normalize by its batch's statistics only.
+
+    Train mode without running statistics: the loss at the point is a function of the parameters and
+    the batch alone, and no pass over the data moves a buffer.
+    """
+    for module in model.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.track_running_stats = False
+            module.running_mean = None
+            module.running_var = None
+            module.num_batches_tracked = None
+
+
 def dropout_modules(model: nn.Module) -> list[str]:
     """Names of the dropout layers of ``model`` with a positive drop probability."""
     return [
@@ -201,12 +215,7 @@ class ModelSource:
         self.num_examples = 0
 
     def _freeze_train_mode(self, generator: torch.Generator | None) -> None:
-        for module in self.model.modules():
-            if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                module.track_running_stats = False
-                module.running_mean = None
-                module.running_var = None
-                module.num_batches_tracked = None
+        use_batch_statistics(self.model)
         names = dropout_modules(self.model)
         if not names:
             return

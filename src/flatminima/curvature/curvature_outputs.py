@@ -33,7 +33,7 @@ from torch.utils.data import RandomSampler
 from flatminima._checks import check_generator, check_int_in_range
 from flatminima.curvature import taylor
 from flatminima.curvature._distributed import combine_shards
-from flatminima.curvature._model import dropout_modules, resolve_mode
+from flatminima.curvature._model import dropout_modules, resolve_mode, use_batch_statistics
 from flatminima.errors import ConfigurationError, InputDataError, InputTypeError
 
 Params = dict[str, torch.Tensor]
@@ -135,12 +135,7 @@ class ModelFunction:
         self.model = copy.deepcopy(model)
         self.model.train(self.mode == "train")
         if self.mode == "train":
-            for module in self.model.modules():
-                if isinstance(module, nn.modules.batchnorm._BatchNorm):
-                    module.track_running_stats = False
-                    module.running_mean = None
-                    module.running_var = None
-                    module.num_batches_tracked = None
+            use_batch_statistics(self.model)
         named = dict(self.model.named_parameters())
         self.variables = tuple(name for name, p in named.items() if p.requires_grad)
         if not self.variables:
