@@ -44,7 +44,7 @@ import math
 import re
 import tomllib
 import typing
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,17 @@ def _fail(path: str, requirement: str, value: Any) -> typing.NoReturn:
     raise ConfigurationError(f"{path}: {requirement}, got {value!r}")
 
 
+def _refuse_repeats(key: str, checked: Sequence[Any], given: Sequence[Any]) -> None:
+    """Refuse a grid axis that gives a value twice (it would repeat trials with the same keys)."""
+    repeat = duplicate_index(tuple(checked))
+    if repeat is not None:
+        _fail(
+            f"grid.{key}[{repeat[1]}]",
+            f"repeats grid.{key}[{repeat[0]}] (give each value once)",
+            given[repeat[1]],
+        )
+
+
 @dataclasses.dataclass(frozen=True)
 class SolverSpec:
     """One solver of a sweep: a method name, its label and its options."""
@@ -138,13 +149,7 @@ class SweepSpec:
 
     def __post_init__(self) -> None:
         for key, values in self.grid:  # a repeated value would repeat trials (same keys)
-            first = duplicate_index(values)
-            if first is not None:
-                _fail(
-                    f"grid.{key}[{first[1]}]",
-                    f"repeats grid.{key}[{first[0]}] (give each value once)",
-                    values[first[1]],
-                )
+            _refuse_repeats(key, values, values)
         labels = [s.label for s in self.solvers]
         if len(set(labels)) != len(labels):
             _fail("solvers", "must have unique labels", labels)
@@ -342,13 +347,7 @@ def parse_spec(data: Mapping[str, Any]) -> SweepSpec:
         if not isinstance(values, list) or not values:
             _fail(f"grid.{key}", "must be a non-empty list", values)
         checked = tuple(check_value(problem, key, v, f"grid.{key}[{i}]") for i, v in enumerate(values))
-        repeat = duplicate_index(checked)
-        if repeat is not None:
-            _fail(
-                f"grid.{key}[{repeat[1]}]",
-                f"repeats grid.{key}[{repeat[0]}] (give each value once)",
-                values[repeat[1]],
-            )
+        _refuse_repeats(key, checked, values)
         grid.append((key, checked))
 
     present = set(fixed) | {k for k, _ in grid}
