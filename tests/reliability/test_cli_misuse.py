@@ -244,3 +244,18 @@ def test_invalid_solver_options_are_refused_before_anything_runs(
         line = _one_line(capsys, ["sweep", str(spec), "--store", str(store), "--in-process"])
         assert f"solvers[0].options.{option}" in line, line
     assert not store.exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["fig3-sensing", "--size", "huge"], "--size: must be one of default, large, got 'huge'"),
+        (["keskar-batch", "--size", "large"], "--size large: 'keskar-batch' is a network study"),
+    ],
+)
+def test_unknown_or_inapplicable_size_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, argv: list[str], expected: str
+) -> None:
+    line = _one_line(capsys, ["reproduce", *argv, "--quick", "--out", str(tmp_path / "out")])
+    assert expected in line
+    assert not (tmp_path / "out").exists()  # refused before anything was created
