@@ -10,7 +10,7 @@ from flatminima.solvers import LpResult, Status, solve_flat, solve_nuclear_norm
 
 
 def _instance(seed: int = 0) -> object:
-    """paper-spec Section 11: d = 40, m = 20, 3-sparse ground truth."""
+    """Ding et al. 2024, Section 11 (depth): d = 40, m = 20, 3-sparse ground truth."""
     return SparseRecovery(dim=40, sparsity=3, num_measurements=20).sample(
         generator=torch.Generator().manual_seed(seed)
     )

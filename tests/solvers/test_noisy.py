@@ -1,4 +1,4 @@
-"""Noisy measurements: min ||Z||_* s.t. ||A(D1^{-1} Z D2^{-1}) - b|| <= eps (paper-spec Appendix A2)."""
+"""Noisy measurements: min ||Z||_* s.t. ||A(D1^{-1} Z D2^{-1}) - b|| <= eps (Ding et al. 2024, Appendix A)."""
 
 from __future__ import annotations
 

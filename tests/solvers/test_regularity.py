@@ -40,7 +40,7 @@ def test_theorem_3_3_bounds(problem: Problem, seed: int) -> None:
 
 
 def test_figure_4_measures_are_small_but_not_zero() -> None:
-    """paper-spec 10.4: where flat solutions recover, norm gap and balancedness are small but nonzero."""
+    """Ding et al. 2024, Fig. 4: where flat solutions recover, norm gap and balancedness are small, not 0."""
     instance = MatrixSensing(shape=(10, 10), rank=2, num_measurements=100).sample(
         generator=torch.Generator().manual_seed(0)
     )

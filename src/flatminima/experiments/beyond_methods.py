@@ -9,7 +9,8 @@ in the :data:`~flatminima.experiments.methods.METHODS` registry). Each wraps the
   rows plus columns) and ``singular``; a flat solve with a singular D1, D2 (an unobserved line) becomes a
   failed trial with ``singular = True`` instead of a crash, so figures can count such trials.
 * ``noisy_flat``, ``noisy_nuclear_norm``: the ball-constrained relaxation min ||Z||_* s.t.
-  ||B(Z) - b||_2 <= eps (paper-spec Appendix A, version (A2)) with eps from the option ``eps_rule``:
+  ||B(Z) - b||_2 <= eps (the noisy version of Ding et al. 2024, Appendix A) with eps from the option
+  ``eps_rule``:
   ``"expected"`` (default) eps = sigma sqrt(m + 2 sqrt(2 m)), the mean plus two standard deviations of
   ||sigma e||^2 ~ sigma^2 chi^2_m (Candès & Plan 2010; it uses the noise level, not the draw's noise), or
   ``"oracle"`` eps = 1.05 ||e||_2 (the draw's noise). Metrics: ``eps``, ``noise_norm``,

@@ -11,7 +11,7 @@
   ||B(Z) - b||_2 <= eps, eps = sigma sqrt(m + 2 sqrt(2 m)) (mean plus two standard deviations of
   ||sigma e||^2 ~ sigma^2 chi^2_m, the choice of Candès & Plan 2010; it uses sigma, not the draw's noise).
   Median error against sigma beside the stable-recovery bound C eps / sqrt(m) (Candès & Plan 2011; the
-  paper's Appendix A, reconstructed in paper-spec section 9 as (A2)). Quick: d = 20, m/d in {8, 12};
+  noisy recovery of Ding et al. 2024, Appendix A). Quick: d = 20, m/d in {8, 12};
   full: d = 30, m/d in {6, 8, 12, 16} (m < d^2 throughout); sigma in {1e-4, ..., 1e-1}; 10 draws.
 * :data:`LARGE_GRIDS`: the ``size="large"`` grids of the Figure 3 reproductions (dense sensing to
   d = 100, bilinear sensing and completion to d = 1000 through the factor search, the quadratic network

@@ -78,8 +78,8 @@ class SymmetricFactorization(Objective):
     Cost: D^2 and A(I) are built once (cached); each trace then needs the residual (one factored
     application, O(m d (k1 + k2)) for x x^T sensing) plus O(d^2 (k1 + k2)).
 
-    DESIGN.md states the residual term for f = (1/(2m)) sum (...)^2 as (1/m) sum_i 2 k res_i tr(A_i)
-    (single-factor PSD model); with the 1/m normalization used here it doubles to (4/m) k res_i tr(A_i),
+    For the single-factor PSD model and f = (1/(2m)) sum (...)^2 the residual term is
+    (1/m) sum_i 2 k res_i tr(A_i); with the 1/m normalization used here it doubles to (4/m) k res_i tr(A_i),
     and with the two signed factors it becomes (4/m)(k1 - k2) res_i tr(A_i).
 
     Args:

@@ -14,7 +14,8 @@ The norm is global across the parameter groups of the optimizer too (e.g. weight
 groups): splitting it per group would give every group its own radius rho and change the algorithm.
 Both maps are homogeneous of degree 0 in g, so they are invariant to a loss scale (mixed precision).
 
-**Pitfalls handled here** (see ``prior-art.md``): by default the perturbed forward pass leaves the running
+**Pitfalls handled here** (those of common SAM implementations): by default the perturbed forward
+pass leaves the running
 statistics of normalization layers (BatchNorm, InstanceNorm with tracking, ...) exactly as they were
 after the pass at w; under a ``GradScaler`` gradients are unscaled exactly once (the perturbation never
 unscales, ``scaler.step`` unscales the perturbed-point gradients); the wrapper shares its

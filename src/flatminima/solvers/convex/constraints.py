@@ -6,8 +6,8 @@ Three sets cover every relaxation of the toolkit:
   Z - B^*(B B^*)^{-1}(B(Z) - b) uses one Cholesky factor of the m x m Gram matrix, computed once
   (an eigendecomposition pseudo-inverse when B B^* is singular; inconsistent data are reported as
   infeasible). Dual: d(lambda) = <lambda, b> with G = B^*(lambda).
-* :class:`BallSet` {Z : ||B(Z) - b||_2 <= eps} (noisy measurements, paper-spec (A2)). The projection
-  solves a scalar secular equation in the eigenbasis of B B^*. Dual: <lambda, b> - eps ||lambda||.
+* :class:`BallSet` {Z : ||B(Z) - b||_2 <= eps} (noisy measurements, Ding et al. 2024, Appendix A). The
+  projection solves a scalar secular equation in the eigenbasis of B B^*. Dual: <lambda, b> - eps ||lambda||.
 * :class:`L1BallSet` {X : ||Y - X||_{1,1} <= tau} (robust PCA). Projection by sort-and-threshold.
   Dual: <G, Y> - tau ||G||_inf for any G.
 

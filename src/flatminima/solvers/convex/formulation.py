@@ -4,7 +4,7 @@
   B = A(D1^{-1} . D2^{-1}) with the operator's rescaling matrices;
 * quadratic_network: the same with Z symmetric and D1 = D2 = D;
 * robust_pca: C = {||Y - Z||_{1,1} <= ||S_true||_{1,1}} without rescaling (flat = norm-minimal there,
-  paper-spec Section 7).
+  Ding et al. 2024, Section 7).
 
 For ``relaxation="nuclear_norm"`` the rescaling is the identity (plain NNM). The recovered matrix is
 X = D1^{-1} Z D2^{-1}.
