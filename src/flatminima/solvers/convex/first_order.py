@@ -33,10 +33,11 @@ import typing
 import torch
 
 from flatminima.errors import ConfigurationError
-from flatminima.solvers._deadline import Deadline
+from flatminima.solvers._deadline import NO_DEADLINE, Deadline
 from flatminima.solvers.convex.admm import AdmmSettings, admm, nuclear_prox
 from flatminima.solvers.convex.certificate import BoundLedger, Candidate, better, dense_candidate
 from flatminima.solvers.convex.constraints import AffineSet, BallSet, ConstraintSet, L1BallSet
+from flatminima.solvers.convex.dual_face import observe_face_pairs
 from flatminima.solvers.convex.formulation import Formulation
 from flatminima.solvers.convex.interior_point import interior_point, interior_point_fits
 from flatminima.solvers.convex.rank_polish import Polish, make_polish
@@ -147,7 +148,7 @@ def solve_first_order(
         if direct.candidate is None:  # the deadline passed during the setup: certify the origin
             origin = evaluate(*_empty_factors(formulation), formulation.b.new_zeros(shape))
             direct = dataclasses.replace(direct, candidate=origin)
-        return _package(formulation, direct, "interior_point", start_time, ledger)
+        return _package(formulation, direct, "interior_point", start_time, ledger, constraint, deadline)
     settings = AdmmSettings(
         tolerance=tolerance,
         max_iterations=max_iterations,
@@ -179,7 +180,7 @@ def solve_first_order(
     out_of_time = deadline.expired()
     remaining = max_iterations - outcome.iterations  # max_iterations bounds both methods together
     if outcome.status in (Status.CONVERGED, Status.DIVERGED) or not fallback or out_of_time or remaining < 1:
-        return _package(formulation, admm_outcome, "admm", start_time, ledger)
+        return _package(formulation, admm_outcome, "admm", start_time, ledger, constraint, deadline)
     # ADMM stagnated (near a phase transition the solution is not strictly complementary and its rate
     # degrades): the interior-point method converges regardless.
     second = run_interior_point(max_iterations=remaining)
@@ -241,7 +242,7 @@ def solve_first_order(
             "ipm_iterations": second.iterations,
         },
     )
-    return _package(formulation, combined, "admm+interior_point", start_time, ledger)
+    return _package(formulation, combined, "admm+interior_point", start_time, ledger, constraint, deadline)
 
 
 #: Newton steps of the interior-point method at most (it needs 15-40).
@@ -268,10 +269,16 @@ def _package(
     method: str,
     start_time: float,
     ledger: BoundLedger | None = None,
+    constraint: ConstraintSet | None = None,
+    deadline: Deadline = NO_DEADLINE,
 ) -> ConvexResult:
     candidate = outcome.candidate
     assert candidate is not None
     status, message = outcome.status, outcome.message
+    if not candidate.certificate.satisfied and ledger is not None and isinstance(constraint, AffineSet):
+        # the dual's top singular values sit within rounding of 1 on either side: correct them exactly
+        duals = [candidate.multiplier, None if ledger.dual is None else ledger.dual.multiplier]
+        observe_face_pairs(ledger, constraint, duals, symmetric=formulation.symmetric, deadline=deadline)
     pair = ledger.combined(symmetric=formulation.symmetric) if ledger is not None else None
     if not candidate.certificate.satisfied and pair is not None and pair.certificate.satisfied:
         candidate, status = pair, Status.CONVERGED
