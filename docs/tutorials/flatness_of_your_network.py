@@ -107,7 +107,7 @@ print(
 # parameter group (`"all"` first): the value, its standard error (NaN for deterministic measures), the
 # number of Hessian-vector products it cost, and Lanczos' deterministic error bound where there is one.
 # Every measure is checked for applicability before any work is done. The definitions and references
-# of all 23 measures: [Flatness measures](../flatness-measures.md).
+# of every measure: [Flatness measures](../flatness-measures.md).
 
 # %%
 import pandas as pd

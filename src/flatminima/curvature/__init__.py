@@ -6,9 +6,19 @@ eval mode, or an objective), the curvature matrices of a model beyond the Hessia
 chosen by name with :func:`curvature_operator`), :class:`MatrixOperator`, :class:`ScaledOperator`.
 Estimators are free functions named ``<method>_<quantity>``; stochastic ones take a required
 ``generator`` and return an :class:`Estimate` (value, standard error, number of Hessian-vector products).
+Measures of the loss and of the architecture beyond curvature: Hochreiter and Schmidhuber's flat box
+(:func:`flat_box`), expected sharpness with its PAC-Bayes KL term (:func:`expected_sharpness_kl`) and
+VC-dimension bounds from a network's counts (:func:`network_counts`, :func:`bartlett2019_vc_bound`,
+:func:`harvey2017_vc_bound`).
 """
 
 from flatminima.curvature._model import CurvatureWarning
+from flatminima.curvature.capacity import (
+    NetworkCounts,
+    bartlett2019_vc_bound,
+    harvey2017_vc_bound,
+    network_counts,
+)
 from flatminima.curvature.curvature_matrices import (
     CURVATURES,
     EmpiricalFisherOperator,
@@ -21,6 +31,8 @@ from flatminima.curvature.density import SpectralDensity, lanczos_spectral_densi
 from flatminima.curvature.diagonal import exact_hessian_diagonal, hutchinson_hessian_diagonal
 from flatminima.curvature.epsilon import EpsilonSharpness, EpsilonSharpnessObjective, epsilon_sharpness
 from flatminima.curvature.estimate import Estimate, VectorEstimate
+from flatminima.curvature.expected_sharpness import ExpectedSharpness, expected_sharpness_kl
+from flatminima.curvature.flat_box import FlatBox, flat_box
 from flatminima.curvature.frobenius import (
     exact_squared_frobenius_norm,
     hutchinson_squared_frobenius_norm,
@@ -55,7 +67,9 @@ __all__ = [
     "EpsilonSharpness",
     "EpsilonSharpnessObjective",
     "Estimate",
+    "ExpectedSharpness",
     "FisherOperator",
+    "FlatBox",
     "GeneralizedGaussNewtonOperator",
     "HessianOperator",
     "LanczosResult",
@@ -65,19 +79,24 @@ __all__ = [
     "MeasureRecord",
     "MeasureTable",
     "MeasureValue",
+    "NetworkCounts",
     "OutputCurvatureOperator",
     "PacBayesSigma",
     "ScaledOperator",
     "SpectralDensity",
     "VectorEstimate",
     "WorstCaseSharpness",
+    "bartlett2019_vc_bound",
     "curvature_operator",
     "epsilon_sharpness",
     "exact_hessian_diagonal",
     "exact_scaled_trace",
     "exact_squared_frobenius_norm",
     "exact_trace",
+    "expected_sharpness_kl",
+    "flat_box",
     "gradient_variance",
+    "harvey2017_vc_bound",
     "hutchinson_hessian_diagonal",
     "hutchinson_scaled_trace",
     "hutchinson_squared_frobenius_norm",
@@ -87,6 +106,7 @@ __all__ = [
     "lanczos_eigenvalues",
     "lanczos_spectral_density",
     "measure",
+    "network_counts",
     "pac_bayes_sigma",
     "path_norm",
     "worst_case_sharpness",

@@ -7,7 +7,9 @@ one: the Lanczos eigenvalues, min(r, r^2 / gap) floored at round-off, see
 :mod:`flatminima.curvature.lanczos`; NaN elsewhere), a diagnostic (the name, value and standard error of
 a Monte Carlo quantity behind the value: the PAC-Bayes rows carry the estimated loss increase
 E[L(w + u)] - L(w) at sigma, whose threshold defines sigma; sharpness over ``num_restarts`` >= 2 random
-starts reports the mean over restarts with its standard error and the best restart as the diagnostic),
+starts reports the mean over restarts with its standard error and the best restart as the diagnostic;
+``hochreiter_box`` the fraction of verification points violating its box, ``expected_sharpness_kl``
+its KL term, without standard error),
 the curvature matrix measured ("hessian", "ggn", "fisher", "empirical_fisher", see
 :func:`~flatminima.curvature.curvature_matrices.curvature_operator`) and error, the reason a measure
 failed (None when it ran).
@@ -39,8 +41,11 @@ import torch
 
 from flatminima._checks import check_int_in_range
 from flatminima.curvature._model import CurvatureWarning
+from flatminima.curvature.capacity import vc_bartlett2019_measure, vc_harvey2017_measure
 from flatminima.curvature.density import lanczos_spectral_density
 from flatminima.curvature.epsilon import epsilon_sharpness
+from flatminima.curvature.expected_sharpness import expected_sharpness_measure
+from flatminima.curvature.flat_box import flat_box_measure
 from flatminima.curvature.frobenius import exact_squared_frobenius_norm, hutchinson_squared_frobenius_norm
 from flatminima.curvature.gradients import gradient_variance, path_norm
 from flatminima.curvature.hessian import HessianOperator
@@ -57,7 +62,7 @@ from flatminima.curvature.measure_checks import MEASURE_OPTIONS as MEASURE_OPTIO
 from flatminima.curvature.measure_checks import STOCHASTIC_MEASURES as STOCHASTIC_MEASURES
 from flatminima.curvature.measure_table import COLUMNS as COLUMNS
 from flatminima.curvature.measure_table import MeasureRecord, MeasureTable, MeasureValue
-from flatminima.curvature.pac_bayes import jiang_pac_bayes_bounds, pac_bayes_sigma
+from flatminima.curvature.pac_bayes import jiang_pac_bayes_bounds, shared_pac_bayes_sigma
 from flatminima.curvature.trace import (
     exact_scaled_trace,
     exact_trace,
@@ -149,18 +154,9 @@ def _worst_case(adaptive: bool) -> MeasureFunction:
 def _pac_bayes(quantity: str, magnitude_aware: bool) -> MeasureFunction:
     def measure_function(op: HessianOperator, *, generator: Any, cache: dict, **options: Any) -> MeasureValue:
         bound_options = {key: options.pop(key) for key in _BOUND_OPTIONS if key in options}
-        key = ("pac_bayes", id(op), magnitude_aware, tuple(sorted(options.items())))
-        if key not in cache:
-            try:
-                cache[key] = pac_bayes_sigma(
-                    op, magnitude_aware=magnitude_aware, generator=generator, **options
-                )
-            except Exception as failure:  # the other measures of this sigma fail alike, without rerunning
-                cache[key] = failure
-                raise
-        if isinstance(cache[key], Exception):
-            raise cache[key]
-        result = cache[key]
+        result = shared_pac_bayes_sigma(
+            op, cache, magnitude_aware=magnitude_aware, generator=generator, options=options
+        )
         diagnostic = ("loss_increase", result.increase, result.increase_stderr)
         if quantity == "sigma":
             return MeasureValue(result.sigma, math.nan, 0, math.nan, *diagnostic)
@@ -228,10 +224,14 @@ MEASURES: dict[str, MeasureFunction] = {
     "magnitude_pac_bayes_init": _pac_bayes("init", magnitude_aware=True),
     "gradient_variance": _gradient_variance,
     "path_norm": _path_norm,
+    "hochreiter_box": flat_box_measure,
+    "expected_sharpness_kl": expected_sharpness_measure,
+    "vc_bartlett2019": vc_bartlett2019_measure,
+    "vc_harvey2017": vc_harvey2017_measure,
 }
 
 #: measures of the whole model, reported for the group "all" only.
-WHOLE_MODEL_MEASURES: frozenset[str] = frozenset({"path_norm"})
+WHOLE_MODEL_MEASURES: frozenset[str] = frozenset({"path_norm", "vc_bartlett2019", "vc_harvey2017"})
 
 GroupSpec = str | Mapping[str, str | int | Sequence[str | int]] | None
 
@@ -271,9 +271,12 @@ def measure(
         ConfigurationError: before any work, for an unknown measure, option or ``on_error``, options
             for a measure not requested, a measure that cannot apply to the operator (a loss measure on
             a Gauss-Newton or Fisher operator, path_norm with BatchNorm, a missing initial_weights or
-            num_examples, groups on an operator without them).
+            num_examples, groups on an operator without them, an architecture the VC-dimension
+            bounds cannot read).
         InputTypeError: if ``operator`` is not a LinearOperator or a stochastic measure has no generator.
-        InputDataError: if path_norm or gradient_variance is asked of an operator without a model.
+        InputDataError: if path_norm, gradient_variance or a VC-dimension bound is asked of an
+            operator without a model, or an option of hochreiter_box or expected_sharpness_kl is out
+            of range (also before any work).
 
     Example:
         >>> w = {"a": torch.ones(2, dtype=torch.float64), "b": torch.ones(1, dtype=torch.float64)}

@@ -5,7 +5,8 @@ Owns what is known about each built-in measure ahead of running it: the options 
 measures the loss itself and so needs a :class:`~flatminima.curvature.hessian.HessianOperator`
 (:data:`LOSS_MEASURES`), and the check that raises the error a measure would meet on an operator (an
 unknown option, a missing generator, path_norm with BatchNorm, a loss measure on a Gauss-Newton or
-Fisher operator, ...) before any Hessian-vector product is spent.
+Fisher operator, an option value out of range for ``hochreiter_box`` or ``expected_sharpness_kl``, an
+architecture the VC-dimension counts cannot read, ...) before any Hessian-vector product is spent.
 """
 
 from __future__ import annotations
@@ -14,12 +15,13 @@ import inspect
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-import torch
-
 from flatminima._checks import check_generator, check_int_in_range
 from flatminima.curvature._model import batch_norm_modules, dropout_modules
+from flatminima.curvature.capacity import check_countable, model_input_shape
 from flatminima.curvature.density import lanczos_spectral_density
 from flatminima.curvature.epsilon import epsilon_sharpness
+from flatminima.curvature.expected_sharpness import check_expected_sharpness_options, expected_sharpness_kl
+from flatminima.curvature.flat_box import check_flat_box_options, flat_box
 from flatminima.curvature.frobenius import exact_squared_frobenius_norm, hutchinson_squared_frobenius_norm
 from flatminima.curvature.gradients import gradient_variance
 from flatminima.curvature.hessian import HessianOperator
@@ -50,12 +52,15 @@ STOCHASTIC_MEASURES: frozenset[str] = frozenset(
     {"hutchinson_trace", "hutchpp_trace", "hutchinson_scaled_trace", "hutchinson_squared_frobenius_norm"}
     | {"lanczos_top_eigenvalue", "lanczos_bottom_eigenvalue", "lanczos_negative_mass", "epsilon_sharpness"}
     | {"worst_case_sharpness", "adaptive_worst_case_sharpness", *_PAC_BAYES}
+    | {"hochreiter_box", "expected_sharpness_kl"}
 )
+#: the VC-dimension bounds of :mod:`.capacity`, read from the model's architecture.
+_VC_BOUNDS = frozenset({"vc_bartlett2019", "vc_harvey2017"})
 #: measures of the loss itself (perturbed weights, gradients, the model): they need a HessianOperator,
 #: since a Gauss-Newton or Fisher matrix defines no loss to perturb.
 LOSS_MEASURES: frozenset[str] = frozenset(
     {"epsilon_sharpness", "worst_case_sharpness", "adaptive_worst_case_sharpness", *_PAC_BAYES}
-    | {"gradient_variance", "path_norm"}
+    | {"gradient_variance", "path_norm", "hochreiter_box", "expected_sharpness_kl", *_VC_BOUNDS}
 )
 
 
@@ -86,6 +91,9 @@ MEASURE_OPTIONS: dict[str, frozenset[str]] = {
     **{name: _PAC_BAYES_OPTIONS for name in _PAC_BAYES},
     "gradient_variance": _accepts(gradient_variance),
     "path_norm": frozenset({"input_shape"}),
+    "hochreiter_box": _accepts(flat_box),
+    "expected_sharpness_kl": _accepts(expected_sharpness_kl),
+    **{name: frozenset({"input_shape"}) for name in _VC_BOUNDS},
 }
 
 
@@ -99,14 +107,7 @@ def curvature_name(operator: LinearOperator) -> str:
 
 def _path_norm_shape(op: HessianOperator, options: Mapping[str, Any]) -> Any:
     """The input shape for path_norm: the option, else the first batch's; raise if there is no model."""
-    if op.source is None:
-        raise InputDataError("path_norm needs a model; build the operator with HessianOperator.from_model.")
-    if "input_shape" in options:
-        return options["input_shape"]
-    inputs = op.source.batches[0][0]
-    if not isinstance(inputs, torch.Tensor):
-        raise InputDataError("path_norm needs models with a single input tensor, or the option input_shape.")
-    return tuple(int(s) for s in inputs.shape[1:])
+    return model_input_shape(op, options, "path_norm")
 
 
 def _check_applicable(
@@ -144,6 +145,12 @@ def _check_applicable(
             f"{name} needs num_examples (the training-set size) in its options, or an operator built "
             "with HessianOperator.from_model."
         )
+    if name == "hochreiter_box":
+        check_flat_box_options(operator.size, options)
+    if name == "expected_sharpness_kl":
+        check_expected_sharpness_options(operator, options)
+    if name in _VC_BOUNDS:
+        check_countable(operator, options, name)
     if name == "path_norm":
         _path_norm_shape(operator, options)
         layers = batch_norm_modules(operator.source.model)  # type: ignore[union-attr]

@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
+from typing import Any
 
 import torch
 
@@ -149,6 +151,34 @@ def pac_bayes_sigma(
         else:
             high = middle
     return PacBayesSigma(low, *at_low, loss, threshold, magnitude_aware, False, evaluations)
+
+
+def shared_pac_bayes_sigma(
+    operator: HessianOperator,
+    cache: dict,
+    *,
+    magnitude_aware: bool,
+    generator: torch.Generator | None,
+    options: Mapping[str, Any],
+) -> PacBayesSigma:
+    """:func:`pac_bayes_sigma` computed once per operator, noise model and option set, kept in ``cache``.
+
+    The measures of one noise scale (the ``pac_bayes_*`` rows, ``expected_sharpness_kl`` without a
+    sigma) share one bisection within a call of :func:`~flatminima.curvature.measure.measure`; a
+    failure is kept too, so the other measures of that sigma fail alike without rerunning it.
+    """
+    key = ("pac_bayes", id(operator), magnitude_aware, tuple(sorted(options.items())))
+    if key not in cache:
+        try:
+            cache[key] = pac_bayes_sigma(
+                operator, magnitude_aware=magnitude_aware, generator=generator, **options
+            )
+        except Exception as failure:
+            cache[key] = failure
+            raise
+    if isinstance(cache[key], Exception):
+        raise cache[key]
+    return cache[key]
 
 
 def jiang_pac_bayes_bounds(
