@@ -2,8 +2,9 @@
 
 Gaussian matrix sensing (d = 30, rank 2, width k = d, m = 150..450 across the recovery threshold) and a
 quadratic network (d = 15, 2 positive and 1 negative teacher units, m = 60): GD, heavy-ball GD, large-step
-GD, SGD, SAM (full batch and minibatch), adaptive SAM, Entropy-SGD, label-noise SGD, SWA and the explicit
-trace penalties (closed form and Hutchinson) run from the same small and large initializations; each
+GD, SGD, SAM (full batch and minibatch), adaptive SAM, Entropy-SGD, label-noise SGD, SWA, replicated SGD,
+GD under a large-rate burst and a cyclic schedule, and the explicit trace penalties (closed form and
+Hutchinson) run from the same small and large initializations; each
 final point is compared with the flat solution (P_flat) and the norm-minimal one (NNM) from the certified
 convex solvers.
 

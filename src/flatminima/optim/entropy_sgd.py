@@ -77,7 +77,9 @@ def check_entropy_hyperparameters(
 
 
 def scoped_gamma(gamma: float, scoping: float, gamma_max: float, outer_step: int) -> float:
-    """gamma_t = min(gamma0 (1 + gamma1)^t, gamma_max) (no overflow for large t)."""
+    """gamma_t = min(gamma0 (1 + gamma1)^t, gamma_max) (no overflow for large t; 0 when gamma0 = 0)."""
+    if gamma == 0.0:
+        return 0.0
     log_value = math.log(gamma) + outer_step * math.log1p(scoping)
     return gamma_max if log_value >= math.log(gamma_max) else math.exp(log_value)
 

@@ -4,11 +4,18 @@ The base optimizer runs unchanged (typically SGD with a constant or cyclic learn
 ``swa_start`` on, every ``swa_frequency`` steps the current weights w_t are added to an equal-weight
 running mean,
 
-    w_SWA <- (n w_SWA + w_t) / (n + 1),  n <- n + 1,
+    w_SWA <- w_SWA + (w_t - w_SWA) / (n + 1),  n <- n + 1,
 
-so after n snapshots w_SWA is exactly their arithmetic mean. ``swap_weights()`` exchanges the model's
-weights with the average (call it again to swap back). Models with BatchNorm need their running
-statistics recomputed for the averaged weights: ``torch.optim.swa_utils.update_bn(loader, model)``.
+so after n snapshots w_SWA is exactly their arithmetic mean. The update is ``torch.optim.swa_utils``'
+own averaging function (``get_swa_multi_avg_fn``, the one ``AveragedModel`` applies); this wrapper only
+decides when to take a snapshot, at the level of an optimizer's parameter groups (no model needed).
+``swap_weights()`` exchanges the model's weights with the average (call it again to swap back).
+
+The rest of the standard recipe is ``torch.optim.swa_utils`` itself: ``SWALR(base_optimizer, swa_lr=...)``
+for the learning rate of the averaging phase (attach it to the wrapper or to the base optimizer, they
+share ``param_groups``) and, for models with BatchNorm, ``update_bn(loader, model)`` after
+``swap_weights()`` to recompute the running statistics for the averaged weights. To average a whole
+module (buffers included) use ``AveragedModel(model)`` directly.
 
 References:
     P. Izmailov, D. Podoprikhin, T. Garipov, D. Vetrov, A. G. Wilson. Averaging weights leads to wider
@@ -21,9 +28,17 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.optim.swa_utils import get_swa_multi_avg_fn
 
 from flatminima._checks import check_int_in_range
 from flatminima.errors import InputTypeError, SolverError
+
+_SWA_UPDATE = get_swa_multi_avg_fn()
+
+
+def snapshot_due(step: int, swa_start: int, swa_frequency: int) -> bool:
+    """True if step t (counted from 1) is a snapshot: t >= max(swa_start, 1), (t - swa_start) % freq == 0."""
+    return step >= max(swa_start, 1) and (step - swa_start) % swa_frequency == 0
 
 
 class SWA(torch.optim.Optimizer):
@@ -74,19 +89,16 @@ class SWA(torch.optim.Optimizer):
 
     def snapshot_due(self) -> bool:
         """True if step t just taken is a snapshot: t >= max(swa_start, 1) and (t - swa_start) % freq == 0."""
-        t = self.steps_taken
-        return t >= max(self.swa_start, 1) and (t - self.swa_start) % self.swa_frequency == 0
+        return snapshot_due(self.steps_taken, self.swa_start, self.swa_frequency)
 
     @torch.no_grad()
     def update_average(self) -> None:
         """Add the current weights to the running mean (also usable by hand, e.g. once per epoch)."""
-        params = self._parameters()
+        params = [p.detach() for p in self._parameters()]
         if not self._average:
-            self._average = [p.detach().clone() for p in params]
+            self._average = [p.clone() for p in params]
         else:
-            n = self.num_averaged
-            for mean, p in zip(self._average, params, strict=True):
-                mean.mul_(n / (n + 1)).add_(p.detach(), alpha=1.0 / (n + 1))
+            _SWA_UPDATE(self._average, params, self.num_averaged)
         self.num_averaged += 1
 
     def step(self, closure: Callable[[], Any] | None = None) -> Any:

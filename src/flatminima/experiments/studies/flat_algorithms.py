@@ -2,8 +2,9 @@
 
 For Gaussian matrix sensing (d x d, rank r, width k = d, m from below to above the recovery threshold)
 and one quadratic-network setting, every registered nonconvex solver (GD, large-step GD, SGD, SAM,
-ASAM, Entropy-SGD, label-noise SGD, SWA, the closed-form and Hutchinson trace penalties) runs from the
-same small and large initializations; each final point is compared with the flat solution of the convex
+ASAM, Entropy-SGD, label-noise SGD, SWA, replicated SGD, the closed-form and Hutchinson trace penalties,
+and GD under a large-rate burst and a cyclic learning-rate schedule) runs from the same small and large
+initializations; each final point is compared with the flat solution of the convex
 relaxation (its scaled trace 2(||D1 L||^2 + ||D2 R||^2) is the minimum over zero-loss factorizations,
 Ding et al. 2024, Theorem 3.2) and with the norm-minimal one. This module adapts
 :func:`flatminima.solvers.nonconvex.run_flat_algorithms_study` to the study interface, so that

@@ -14,16 +14,22 @@ registry name               algorithm
 ``sam``, ``asam``           sharpness-aware minimization and its adaptive variant
 ``entropy_sgd``             Entropy-SGD (SGLD inner loop, gamma scoping)
 ``label_noise_sgd``         SGD with fresh label noise (Blanc et al.; Damian et al.)
+``replicated_sgd``          replicated SGD: replicas coupled elastically to their centre (robust ensembles)
 ``swa``                     stochastic weight averaging
 ``trace_penalty``           GD on f + lam * (scaled) trace, closed form (a D-weighted weight decay)
 ``hutchinson_penalty``      GD on f + lam * Hutchinson trace estimate (double backprop; any loss)
 =========================== ======================================================================
 
-``torch.optim`` versions for any model live in :mod:`flatminima.optim`.
+Each algorithm exists once, as a ``torch.optim`` optimizer for any model in :mod:`flatminima.optim`
+(``torch.optim.SGD`` for the plain descents): a solver builds that optimizer over the objective's
+parameter tensors, and the one loop of :meth:`NonconvexSolver.run` steps it with a closure that puts the
+objective's gradient into ``.grad``. When to stop and what to record is one dataclass shared by every
+solver, :class:`RunSettings` (``settings=``, or its fields as keywords), which also holds the step-size
+``schedule`` (:mod:`flatminima.optim.schedules`: cyclic, warm restarts, a large-rate burst).
 """
 
 from flatminima.solvers.nonconvex._oracles import LeastSquaresObjective
-from flatminima.solvers.nonconvex.base import NonconvexSolver
+from flatminima.solvers.nonconvex.base import NonconvexSolver, RunSettings
 from flatminima.solvers.nonconvex.descent import (
     GradientDescent,
     LargeStepGradientDescent,
@@ -38,6 +44,7 @@ from flatminima.solvers.nonconvex.penalty import (
     trace_penalty_gradient,
     trace_penalty_value,
 )
+from flatminima.solvers.nonconvex.replicated import ReplicatedSGD
 from flatminima.solvers.nonconvex.result import NonconvexResult
 from flatminima.solvers.nonconvex.sam import (
     AdaptiveSharpnessAwareMinimization,
@@ -56,6 +63,7 @@ NONCONVEX_SOLVERS: dict[str, type[NonconvexSolver]] = {
         AdaptiveSharpnessAwareMinimization,
         EntropySGD,
         LabelNoiseSGD,
+        ReplicatedSGD,
         StochasticWeightAveraging,
         TracePenaltyDescent,
         HutchinsonPenaltyDescent,
@@ -76,6 +84,8 @@ __all__ = [
     "LeastSquaresObjective",
     "NonconvexResult",
     "NonconvexSolver",
+    "ReplicatedSGD",
+    "RunSettings",
     "SharpnessAwareMinimization",
     "StochasticGradientDescent",
     "StochasticWeightAveraging",

@@ -10,7 +10,7 @@ from typing import Any
 Row = dict[str, Any]
 
 #: algorithms whose scaled trace along training the figure shows.
-TRAJECTORY_ALGORITHMS = ("gd", "sam", "sam_minibatch", "label_noise_sgd")
+TRAJECTORY_ALGORITHMS = ("gd", "gd_burst", "sam", "sam_minibatch", "label_noise_sgd")
 
 
 def write_csv(rows: Sequence[Row], path: Path) -> Path:
@@ -50,9 +50,9 @@ def plot_study(rows: Sequence[Row], trajectories: Sequence[Row], path: Path) -> 
     Panels: for each init scale, (str ratio vs m) and (recovery error vs m) for sensing, the flat / NNM
     references as black lines; values outside the display range (a run trapped at the origin has
     str ratio ~ 0; the convex solutions recover to ~1e-15) are drawn at the edge with a triangle;
-    diverged runs are omitted (the CSV keeps them). Last column: str ratio along training of GD, SAM
-    (full batch and minibatch) and label-noise SGD at the largest m with the large init, and for the
-    quadratic network.
+    diverged runs are omitted (the CSV keeps them). Last column: str ratio along training of GD, GD with
+    a large-rate burst, SAM (full batch and minibatch) and label-noise SGD at the largest m with the
+    large init, and for the quadratic network.
     """
     import matplotlib
 
@@ -122,7 +122,8 @@ def _caption(rows: Sequence[Row]) -> str:
     iterations = max(int(r["iterations"]) for r in sensing)
     return (
         f"Gaussian sensing d = {first['dim']}, rank {first['rank']}, width k = d, m in {ms}; "
-        f"init scales {scales}; {iterations} iterations (Entropy-SGD: the same number of gradients); "
+        f"init scales {scales}; {iterations} iterations (Entropy-SGD, replicated SGD: the same number of "
+        "gradients); "
         "triangles: off-scale values; diverged runs omitted"
     )
 

@@ -26,39 +26,21 @@ References:
 from __future__ import annotations
 
 import typing
-from typing import Any, ClassVar
+from typing import ClassVar, Unpack
 
 import torch
 
 from flatminima._checks import check_int_in_range, check_real
 from flatminima.objectives import Objective
-from flatminima.solvers.nonconvex._oracles import GradientOracle
 from flatminima.solvers.nonconvex.base import (
     NonconvexSolver,
     Params,
-    State,
-    axpy,
+    Run,
+    RunOptions,
+    RunSettings,
+    StochasticRunOptions,
     total_norm,
 )
-
-
-def momentum_direction(
-    gradient: Params, state: State, *, momentum: float, nesterov: bool
-) -> tuple[Params, torch.Tensor]:
-    """Return (update direction, its norm): v <- mu v + g; direction v (or g + mu v for Nesterov)."""
-    if momentum == 0.0:
-        return gradient, total_norm(gradient)
-    velocity = state.get("velocity")
-    velocity = (
-        gradient
-        if velocity is None
-        else tuple(momentum * v + g for v, g in zip(velocity, gradient, strict=True))
-    )
-    state["velocity"] = velocity
-    direction = (
-        tuple(g + momentum * v for g, v in zip(gradient, velocity, strict=True)) if nesterov else velocity
-    )
-    return direction, total_norm(gradient)
 
 
 def top_hessian_eigenvalue(
@@ -87,14 +69,16 @@ def top_hessian_eigenvalue(
 
 
 class GradientDescent(NonconvexSolver):
-    r"""Full-batch gradient descent with optional heavy-ball or Nesterov momentum.
+    r"""Full-batch gradient descent with optional heavy-ball or Nesterov momentum (``torch.optim.SGD``).
 
     Args:
         step_size: eta > 0.
         momentum: mu in [0, 1).
         nesterov: Nesterov's variant (needs momentum > 0 to differ).
-        max_iterations, tolerance, record_every, time_limit, divergence_threshold: see
-            :class:`~flatminima.solvers.nonconvex.base.NonconvexSolver`; ``tolerance`` bounds ||grad f||.
+        settings: the :class:`~flatminima.solvers.nonconvex.RunSettings` (stopping, recording, schedule).
+        options: :class:`~flatminima.solvers.nonconvex.RunSettings` fields as keywords (``max_iterations``,
+            ``tolerance``, ``record_every``, ``time_limit``, ``divergence_threshold``, ``schedule``);
+            ``tolerance`` bounds ||grad f||.
 
     Raises:
         InputDataError: on a non-positive step size, momentum outside [0, 1), ...
@@ -123,42 +107,22 @@ class GradientDescent(NonconvexSolver):
         step_size: float = 0.05,
         momentum: float = 0.0,
         nesterov: bool = False,
-        max_iterations: int = 1000,
-        tolerance: float = 1e-10,
-        record_every: int | None = None,
-        time_limit: float | None = None,
-        divergence_threshold: float = 1e6,
+        settings: RunSettings | None = None,
+        **options: Unpack[RunOptions],
     ) -> None:
         self.step_size = check_real("step_size", step_size, low=0.0, low_open=True)
         self.momentum = check_real("momentum", momentum, low=0.0, high=1.0, high_open=True)
         self.nesterov = bool(nesterov)
-        super().__init__(
-            max_iterations=max_iterations,
-            tolerance=tolerance,
-            record_every=record_every,
-            time_limit=time_limit,
-            divergence_threshold=divergence_threshold,
-            step_size=self.step_size,
-            momentum=self.momentum,
-            nesterov=self.nesterov,
-        )
+        super().__init__(settings=settings, **options)
+        self._hyperparameters.update(step_size=self.step_size, momentum=self.momentum, nesterov=self.nesterov)
 
-    def _current_step_size(self, iteration: int) -> float:
-        return self.step_size
+    def _sgd(self, params: list[torch.Tensor]) -> torch.optim.SGD:
+        """``torch.optim.SGD`` with this solver's step and momentum (v <- mu v + g; PyTorch's convention)."""
+        nesterov = self.nesterov and self.momentum > 0
+        return torch.optim.SGD(params, lr=self.step_size, momentum=self.momentum, nesterov=nesterov)
 
-    def _gradient(self, objective: Objective, params: Params, state: State, generator: Any) -> Params:
-        return objective.grad(params)
-
-    def _step(
-        self, objective: Objective, params: Params, state: State, iteration: int, generator: Any
-    ) -> Params:
-        state["iteration"] = iteration
-        gradient = self._gradient(objective, params, state, generator)
-        direction, gradient_norm = momentum_direction(
-            gradient, state, momentum=self.momentum, nesterov=self.nesterov
-        )
-        state["direction_norm"] = gradient_norm
-        return axpy(params, direction, -self._current_step_size(iteration))
+    def _optimizer(self, params: list[torch.Tensor], run: Run) -> torch.optim.Optimizer:
+        return self._sgd(params)
 
 
 @typing.final
@@ -167,7 +131,7 @@ class LargeStepGradientDescent(GradientDescent):
 
     Extra history entries: ``sharpness`` (lambda_max of grad^2 f by ``power_iterations`` steps of warm-started
     power iteration), ``stability_ratio`` = eta lambda_max / 2 (> 1: the current point is linearly
-    unstable for GD) and ``step_size`` (during warm-up).
+    unstable for GD) and ``step_size`` (the step of the last iteration: warm-up and schedule included).
 
     For sensing with ||M||_F = 1 every zero-loss point has lambda_max >= about 4 sigma_1(M) (attained near
     balanced factors), so steps beyond about 1 / (2 sigma_1(M)) leave no stable minimum; the default 0.2
@@ -176,10 +140,9 @@ class LargeStepGradientDescent(GradientDescent):
     Args:
         step_size: eta > 0 (the target step after warm-up).
         warmup_iterations: the step grows linearly from eta / W to eta over the first W iterations
-            (0: no warm-up).
+            (0: no warm-up); it multiplies the schedule, if any.
         power_iterations: power-iteration steps per record (>= 1).
-        momentum, nesterov, max_iterations, tolerance, record_every, time_limit, divergence_threshold:
-            as in :class:`GradientDescent`.
+        momentum, nesterov, settings, options: as in :class:`GradientDescent`.
 
     Example:
         >>> import torch
@@ -210,42 +173,33 @@ class LargeStepGradientDescent(GradientDescent):
         power_iterations: int = 20,
         momentum: float = 0.0,
         nesterov: bool = False,
-        max_iterations: int = 1000,
-        tolerance: float = 1e-10,
-        record_every: int | None = None,
-        time_limit: float | None = None,
-        divergence_threshold: float = 1e6,
+        settings: RunSettings | None = None,
+        **options: Unpack[RunOptions],
     ) -> None:
         self.warmup_iterations = check_int_in_range("warmup_iterations", warmup_iterations, low=0)
         self.power_iterations = check_int_in_range("power_iterations", power_iterations, low=1)
         super().__init__(
-            step_size=step_size,
-            momentum=momentum,
-            nesterov=nesterov,
-            max_iterations=max_iterations,
-            tolerance=tolerance,
-            record_every=record_every,
-            time_limit=time_limit,
-            divergence_threshold=divergence_threshold,
+            step_size=step_size, momentum=momentum, nesterov=nesterov, settings=settings, **options
         )
         self._hyperparameters.update(
             warmup_iterations=self.warmup_iterations, power_iterations=self.power_iterations
         )
 
-    def _current_step_size(self, iteration: int) -> float:
+    def _rate_factor(self, iteration: int) -> float:
+        factor = super()._rate_factor(iteration)
         if self.warmup_iterations == 0:
-            return self.step_size
-        return self.step_size * min(1.0, (iteration + 1) / self.warmup_iterations)
+            return factor
+        return min(1.0, (iteration + 1) / self.warmup_iterations) * factor
 
-    def _extras(self, objective: Objective, params: Params, state: State) -> dict[str, float]:
+    def _extras(self, run: Run, params: Params) -> dict[str, float]:
         value, vector = top_hessian_eigenvalue(
-            objective, params, iterations=self.power_iterations, start=state.get("eigenvector")
+            run.objective, params, iterations=self.power_iterations, start=run.state.get("eigenvector")
         )
-        state["eigenvector"] = vector
+        run.state["eigenvector"] = vector
         return {
             "sharpness": value,
             "stability_ratio": self.step_size * value / 2.0,
-            "step_size": self._current_step_size(int(state.get("iteration", 0))),
+            "step_size": self.step_size * self._rate_factor(run.last_step),
         }
 
 
@@ -259,8 +213,8 @@ class StochasticGradientDescent(GradientDescent):
     Args:
         step_size: eta > 0.
         batch_size: b >= 1 (<= m, checked at run time).
-        momentum, nesterov, max_iterations, record_every, time_limit, divergence_threshold: as in
-            :class:`GradientDescent` (no tolerance: stochastic runs stop at ``max_iterations``).
+        momentum, nesterov, settings, options: as in :class:`GradientDescent` (no tolerance: stochastic
+            runs stop at ``max_iterations``).
 
     Raises:
         InputDataError: on a non-positive step or batch size; at run time if b > m.
@@ -285,6 +239,7 @@ class StochasticGradientDescent(GradientDescent):
     """
 
     name: ClassVar[str] = "sgd"
+    uses_tolerance: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -293,38 +248,16 @@ class StochasticGradientDescent(GradientDescent):
         batch_size: int = 32,
         momentum: float = 0.0,
         nesterov: bool = False,
-        max_iterations: int = 1000,
-        record_every: int | None = None,
-        time_limit: float | None = None,
-        divergence_threshold: float = 1e6,
+        settings: RunSettings | None = None,
+        **options: Unpack[StochasticRunOptions],
     ) -> None:
         self.batch_size = check_int_in_range("batch_size", batch_size, low=1)
         super().__init__(
-            step_size=step_size,
-            momentum=momentum,
-            nesterov=nesterov,
-            max_iterations=max_iterations,
-            tolerance=0.0,
-            record_every=record_every,
-            time_limit=time_limit,
-            divergence_threshold=divergence_threshold,
+            step_size=step_size, momentum=momentum, nesterov=nesterov, settings=settings, **options
         )
-        del self._hyperparameters["tolerance"]
         self._hyperparameters.update(batch_size=self.batch_size)
-
-    @property
-    def stochastic(self) -> bool:
-        """Always stochastic (minibatches)."""
-        return True
 
     @property
     def noise_scale(self) -> float:
         """The gradient-noise scale eta / b."""
-        return self.step_size / self.batch_size
-
-    def _prepare(self, objective: Objective, params: Params, generator: Any) -> State:
-        return {"oracle": GradientOracle(objective, batch_size=self.batch_size, owner=type(self).__name__)}
-
-    def _gradient(self, objective: Objective, params: Params, state: State, generator: Any) -> Params:
-        oracle: GradientOracle = state["oracle"]
-        return oracle(params, generator)
+        return self.step_size / typing.cast(int, self.batch_size)

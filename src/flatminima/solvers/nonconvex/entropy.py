@@ -1,4 +1,4 @@
-r"""Entropy-SGD (Chaudhari et al. 2017) as a solver over objectives.
+r"""Entropy-SGD (Chaudhari et al. 2017) as a solver; it runs :class:`flatminima.optim.EntropySGD`.
 
 Outer step t (Algorithm 1 of the paper), with gamma_t = min(gamma0 (1 + gamma1)^t, gamma_max):
 
@@ -31,18 +31,19 @@ from __future__ import annotations
 
 import math
 import typing
-from typing import Any, ClassVar
+from typing import ClassVar, Unpack
 
-from flatminima.objectives import Objective
-from flatminima.optim._random import standard_normal_like
+import torch
+
+from flatminima.optim.entropy_sgd import EntropySGD as EntropySGDOptimizer
 from flatminima.optim.entropy_sgd import check_entropy_hyperparameters, scoped_gamma
-from flatminima.solvers.nonconvex._oracles import GradientOracle
 from flatminima.solvers.nonconvex.base import (
     NonconvexSolver,
     Params,
-    State,
+    Run,
+    RunOptions,
+    RunSettings,
     check_batch_size_argument,
-    total_norm,
 )
 
 
@@ -60,9 +61,9 @@ class EntropySGD(NonconvexSolver):
         thermal_noise: eps >= 0 (the Langevin noise has standard deviation sqrt(2 eta') eps).
         averaging: alpha in (0, 1], the weight of the new sample in mu <- (1 - alpha) mu + alpha x'.
         batch_size: b (None: full-batch inner gradients).
-        max_iterations: outer steps.
-        tolerance: deterministic runs only (eps = 0, full batch): stop when ||gamma (x - mu)|| <= tolerance.
-        record_every, time_limit, divergence_threshold: see :class:`NonconvexSolver`.
+        settings, options: the :class:`~flatminima.solvers.nonconvex.RunSettings` (default
+            ``max_iterations=200`` outer steps); ``tolerance`` applies to deterministic runs only (eps = 0,
+            full batch): stop when ||gamma (x - mu)|| <= tolerance; a schedule scales the outer step eta.
 
     Raises:
         InputDataError: on out-of-range hyperparameters (negative noise, alpha outside (0, 1], ...).
@@ -85,6 +86,9 @@ class EntropySGD(NonconvexSolver):
     """
 
     name: ClassVar[str] = "entropy_sgd"
+    default_settings: ClassVar[RunSettings] = RunSettings(max_iterations=200)
+    _fresh_draws: ClassVar[bool] = True  # every inner step draws its own minibatch
+    _displacement_direction: ClassVar[bool] = True  # the direction gamma (x - mu) = (x - x_new) / eta
 
     def __init__(
         self,
@@ -98,11 +102,8 @@ class EntropySGD(NonconvexSolver):
         thermal_noise: float = 1e-3,
         averaging: float = 0.75,
         batch_size: int | None = None,
-        max_iterations: int = 200,
-        tolerance: float = 1e-10,
-        record_every: int | None = None,
-        time_limit: float | None = None,
-        divergence_threshold: float = 1e6,
+        settings: RunSettings | None = None,
+        **options: Unpack[RunOptions],
     ) -> None:
         values = check_entropy_hyperparameters(
             step_size=step_size,
@@ -123,15 +124,8 @@ class EntropySGD(NonconvexSolver):
         self.thermal_noise = values["thermal_noise"]
         self.averaging = values["averaging"]
         self.batch_size = check_batch_size_argument(batch_size)
-        super().__init__(
-            max_iterations=max_iterations,
-            tolerance=tolerance,
-            record_every=record_every,
-            time_limit=time_limit,
-            divergence_threshold=divergence_threshold,
-            **values,
-            batch_size=self.batch_size,
-        )
+        super().__init__(settings=settings, **options)
+        self._hyperparameters.update(**values, batch_size=self.batch_size)
 
     @property
     def stochastic(self) -> bool:
@@ -142,31 +136,21 @@ class EntropySGD(NonconvexSolver):
         """gamma_t = min(gamma0 (1 + gamma1)^t, gamma_max)."""
         return scoped_gamma(self.gamma, self.scoping, self.gamma_max, outer_step)
 
-    def _prepare(self, objective: Objective, params: Params, generator: Any) -> State:
-        return {"oracle": GradientOracle(objective, batch_size=self.batch_size, owner=type(self).__name__)}
+    def _optimizer(self, params: list[torch.Tensor], run: Run) -> torch.optim.Optimizer:
+        # without noise nothing is drawn: a deterministic run needs no generator of its own
+        generator = run.generator if run.generator is not None else torch.Generator()
+        return EntropySGDOptimizer(
+            params,
+            generator=generator,
+            lr=self.step_size,
+            inner_lr=self.inner_step_size,
+            inner_steps=self.inner_steps,
+            gamma=self.gamma,
+            scoping=self.scoping,
+            gamma_max=self.gamma_max,
+            thermal_noise=self.thermal_noise,
+            averaging=self.averaging,
+        )
 
-    def _step(
-        self, objective: Objective, params: Params, state: State, iteration: int, generator: Any
-    ) -> Params:
-        oracle: GradientOracle = state["oracle"]
-        gamma = self.gamma_at(iteration)
-        eta_in, alpha = self.inner_step_size, self.averaging
-        noise_std = math.sqrt(2.0 * eta_in) * self.thermal_noise
-        x = params
-        inner = params
-        mean = params
-        for _ in range(self.inner_steps):
-            gradient = oracle(inner, generator)
-            inner = tuple(
-                xp - eta_in * (g - gamma * (x0 - xp)) for xp, g, x0 in zip(inner, gradient, x, strict=True)
-            )
-            if noise_std > 0:
-                inner = tuple(xp + noise_std * standard_normal_like(xp, generator=generator) for xp in inner)
-            mean = tuple((1.0 - alpha) * mu + alpha * xp for mu, xp in zip(mean, inner, strict=True))
-        direction = tuple(gamma * (x0 - mu) for x0, mu in zip(x, mean, strict=True))
-        state["direction_norm"] = total_norm(direction)
-        state["gamma"] = gamma
-        return tuple(x0 - self.step_size * d for x0, d in zip(x, direction, strict=True))
-
-    def _extras(self, objective: Objective, params: Params, state: State) -> dict[str, float]:
-        return {"gamma": float(state.get("gamma", self.gamma))}
+    def _extras(self, run: Run, params: Params) -> dict[str, float]:
+        return {"gamma": self.gamma_at(run.last_step)}

@@ -24,13 +24,19 @@ References:
 from __future__ import annotations
 
 import typing
-from typing import Any, ClassVar
+from typing import ClassVar, Unpack
 
 from flatminima._checks import check_int_in_range, check_real
 from flatminima.objectives import Objective
 from flatminima.optim._random import check_distribution
 from flatminima.solvers.nonconvex._oracles import GradientOracle, check_least_squares
-from flatminima.solvers.nonconvex.base import Params, State, check_batch_size_argument
+from flatminima.solvers.nonconvex.base import (
+    Params,
+    Run,
+    RunSettings,
+    StochasticRunOptions,
+    check_batch_size_argument,
+)
 from flatminima.solvers.nonconvex.descent import GradientDescent
 
 
@@ -45,8 +51,8 @@ class LabelNoiseSGD(GradientDescent):
         distribution: ``"rademacher"`` (eps uniform on {-sigma, +sigma}, Blanc et al.) or ``"gaussian"``.
         anneal_iterations: over the last A iterations the noise level decreases linearly to 0, so the
             run ends on (near) the zero-loss set at the point the noise has drifted to (0: constant sigma).
-        momentum, nesterov, max_iterations, record_every, time_limit, divergence_threshold: as in
-            :class:`~flatminima.solvers.nonconvex.GradientDescent` (stochastic: no tolerance).
+        momentum, nesterov, settings, options: as in :class:`~flatminima.solvers.nonconvex.GradientDescent`
+            (stochastic: no tolerance).
 
     Raises:
         InputDataError: on a negative noise level, a non-positive step or batch size, an unknown
@@ -71,6 +77,7 @@ class LabelNoiseSGD(GradientDescent):
     """
 
     name: ClassVar[str] = "label_noise_sgd"
+    uses_tolerance: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -82,26 +89,16 @@ class LabelNoiseSGD(GradientDescent):
         anneal_iterations: int = 0,
         momentum: float = 0.0,
         nesterov: bool = False,
-        max_iterations: int = 1000,
-        record_every: int | None = None,
-        time_limit: float | None = None,
-        divergence_threshold: float = 1e6,
+        settings: RunSettings | None = None,
+        **options: Unpack[StochasticRunOptions],
     ) -> None:
         self.noise_level = check_real("noise_level", noise_level, low=0.0)
         self.batch_size = check_batch_size_argument(batch_size)
         self.distribution = check_distribution(distribution)
         self.anneal_iterations = check_int_in_range("anneal_iterations", anneal_iterations, low=0)
         super().__init__(
-            step_size=step_size,
-            momentum=momentum,
-            nesterov=nesterov,
-            max_iterations=max_iterations,
-            tolerance=0.0,
-            record_every=record_every,
-            time_limit=time_limit,
-            divergence_threshold=divergence_threshold,
+            step_size=step_size, momentum=momentum, nesterov=nesterov, settings=settings, **options
         )
-        del self._hyperparameters["tolerance"]
         self._hyperparameters.update(
             noise_level=self.noise_level,
             batch_size=self.batch_size,
@@ -114,16 +111,15 @@ class LabelNoiseSGD(GradientDescent):
         """Always stochastic (label noise and/or minibatches)."""
         return True
 
-    def _prepare(self, objective: Objective, params: Params, generator: Any) -> State:
+    def _oracle(self, objective: Objective) -> GradientOracle:
         check_least_squares(objective, type(self).__name__)
-        oracle = GradientOracle(
+        return GradientOracle(
             objective,
             batch_size=self.batch_size,
             noise_level=self.noise_level,
             distribution=self.distribution,
             owner=type(self).__name__,
         )
-        return {"oracle": oracle}
 
     def noise_factor(self, iteration: int) -> float:
         """Return sigma_t / sigma: 1, then linear to 0 over the last ``anneal_iterations`` (t from 0)."""
@@ -132,9 +128,5 @@ class LabelNoiseSGD(GradientDescent):
             return 1.0
         return (remaining - 1) / self.anneal_iterations
 
-    def _gradient(self, objective: Objective, params: Params, state: State, generator: Any) -> Params:
-        oracle: GradientOracle = state["oracle"]
-        return oracle(params, generator, noise_factor=self.noise_factor(int(state["iteration"])))
-
-    def _extras(self, objective: Objective, params: Params, state: State) -> dict[str, float]:
-        return {"noise_level": self.noise_level * self.noise_factor(int(state.get("iteration", 0)))}
+    def _extras(self, run: Run, params: Params) -> dict[str, float]:
+        return {"noise_level": self.noise_level * self.noise_factor(run.last_step)}

@@ -28,22 +28,24 @@ References:
 from __future__ import annotations
 
 import typing
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Unpack
 
 import torch
 
 from flatminima._checks import check_int_in_range, check_real
 from flatminima.objectives import BilinearFactorization, Objective
 from flatminima.optim.penalty import hutchinson_trace_penalty
-from flatminima.solvers.nonconvex._oracles import GradientOracle
+from flatminima.solvers.nonconvex._oracles import BatchDraw
 from flatminima.solvers.nonconvex.base import (
     NonconvexSolver,
     Params,
-    State,
+    Run,
+    RunOptions,
+    RunSettings,
+    StochasticRunOptions,
     check_batch_size_argument,
-    require_stochastic_generator,
 )
-from flatminima.solvers.nonconvex.descent import GradientDescent, momentum_direction
+from flatminima.solvers.nonconvex.descent import GradientDescent
 
 
 def _weighted(D_sq: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
@@ -108,9 +110,8 @@ class TracePenaltyDescent(GradientDescent):
             or the plain trace.
         step_size: eta > 0.
         batch_size: b (None: full-batch gradients of f; the penalty is always exact).
-        momentum, nesterov, max_iterations, tolerance, record_every, time_limit, divergence_threshold: as in
-            :class:`~flatminima.solvers.nonconvex.GradientDescent`; ``tolerance`` bounds
-            ||grad f + lam grad T||.
+        momentum, nesterov, settings, options: as in :class:`~flatminima.solvers.nonconvex.GradientDescent`;
+            ``tolerance`` bounds ||grad f + lam grad T||.
 
     Raises:
         InputDataError: on a negative penalty or a non-positive step size.
@@ -142,48 +143,31 @@ class TracePenaltyDescent(GradientDescent):
         batch_size: int | None = None,
         momentum: float = 0.0,
         nesterov: bool = False,
-        max_iterations: int = 1000,
-        tolerance: float = 1e-10,
-        record_every: int | None = None,
-        time_limit: float | None = None,
-        divergence_threshold: float = 1e6,
+        settings: RunSettings | None = None,
+        **options: Unpack[RunOptions],
     ) -> None:
         self.penalty = _check_penalty(penalty)
         self.scaled = bool(scaled)
         self.batch_size = check_batch_size_argument(batch_size)
         super().__init__(
-            step_size=step_size,
-            momentum=momentum,
-            nesterov=nesterov,
-            max_iterations=max_iterations,
-            tolerance=tolerance,
-            record_every=record_every,
-            time_limit=time_limit,
-            divergence_threshold=divergence_threshold,
+            step_size=step_size, momentum=momentum, nesterov=nesterov, settings=settings, **options
         )
         self._hyperparameters.update(penalty=self.penalty, scaled=self.scaled, batch_size=self.batch_size)
 
-    @property
-    def stochastic(self) -> bool:
-        """True with minibatch gradients of f."""
-        return self.batch_size is not None
-
-    def _prepare(self, objective: Objective, params: Params, generator: Any) -> State:
-        return {"oracle": GradientOracle(objective, batch_size=self.batch_size, owner=type(self).__name__)}
-
-    def _gradient(self, objective: Objective, params: Params, state: State, generator: Any) -> Params:
-        oracle: GradientOracle = state["oracle"]
-        gradient = oracle(params, generator)
+    def _gradient(self, run: Run, params: Params, draw: BatchDraw) -> Params:
+        gradient = run.oracle.gradient(params, draw)
         if self.penalty == 0.0:
             return gradient
-        extra = trace_penalty_gradient(objective, params, scaled=self.scaled)
+        extra = trace_penalty_gradient(run.objective, params, scaled=self.scaled)
         return tuple(g + self.penalty * e for g, e in zip(gradient, extra, strict=True))
 
-    def _extras(self, objective: Objective, params: Params, state: State) -> dict[str, float]:
-        value = objective.value(params) + self.penalty * trace_penalty_value(
-            objective, params, scaled=self.scaled
-        )
-        return {"penalized_objective": float(value)}
+    def _extras(self, run: Run, params: Params) -> dict[str, float]:
+        return _penalized(run.objective, params, self.penalty, self.scaled)
+
+
+def _penalized(objective: Objective, params: Params, penalty: float, scaled: bool) -> dict[str, float]:
+    value = objective.value(params) + penalty * trace_penalty_value(objective, params, scaled=scaled)
+    return {"penalized_objective": float(value)}
 
 
 @typing.final
@@ -198,8 +182,8 @@ class HutchinsonPenaltyDescent(NonconvexSolver):
         penalty: lam >= 0.
         num_probes: N >= 1 probes per step.
         scaled: block-scaled probes (the scaled trace, default) or plain probes (the trace).
-        step_size: eta > 0.
-        max_iterations, record_every, time_limit, divergence_threshold: see :class:`NonconvexSolver`.
+        step_size: eta > 0 (``torch.optim.SGD``).
+        settings, options: the :class:`~flatminima.solvers.nonconvex.RunSettings` (no tolerance).
 
     Raises:
         InputDataError: on a negative penalty, a non-positive step size or ``num_probes < 1``.
@@ -223,6 +207,7 @@ class HutchinsonPenaltyDescent(NonconvexSolver):
     """
 
     name: ClassVar[str] = "hutchinson_penalty"
+    uses_tolerance: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -231,27 +216,17 @@ class HutchinsonPenaltyDescent(NonconvexSolver):
         num_probes: int = 1,
         scaled: bool = True,
         step_size: float = 0.05,
-        max_iterations: int = 1000,
-        record_every: int | None = None,
-        time_limit: float | None = None,
-        divergence_threshold: float = 1e6,
+        settings: RunSettings | None = None,
+        **options: Unpack[StochasticRunOptions],
     ) -> None:
         self.penalty = _check_penalty(penalty)
         self.num_probes = check_int_in_range("num_probes", num_probes, low=1)
         self.scaled = bool(scaled)
         self.step_size = check_real("step_size", step_size, low=0.0, low_open=True)
-        super().__init__(
-            max_iterations=max_iterations,
-            tolerance=0.0,
-            record_every=record_every,
-            time_limit=time_limit,
-            divergence_threshold=divergence_threshold,
-            penalty=self.penalty,
-            num_probes=self.num_probes,
-            scaled=self.scaled,
-            step_size=self.step_size,
+        super().__init__(settings=settings, **options)
+        self._hyperparameters.update(
+            penalty=self.penalty, num_probes=self.num_probes, scaled=self.scaled, step_size=self.step_size
         )
-        del self._hyperparameters["tolerance"]
 
     @property
     def stochastic(self) -> bool:
@@ -274,17 +249,12 @@ class HutchinsonPenaltyDescent(NonconvexSolver):
             grads = torch.autograd.grad(total, leaves, materialize_grads=True)
         return tuple(g.detach() for g in grads), float(estimate.value.detach())
 
-    def _step(
-        self, objective: Objective, params: Params, state: State, iteration: int, generator: Any
-    ) -> Params:
-        generator = require_stochastic_generator(type(self).__name__, generator)
-        gradient, _ = self.penalized_gradient(objective, params, generator=generator)
-        direction, norm = momentum_direction(gradient, state, momentum=0.0, nesterov=False)
-        state["direction_norm"] = norm
-        return tuple(p - self.step_size * d for p, d in zip(params, direction, strict=True))
+    def _optimizer(self, params: list[torch.Tensor], run: Run) -> torch.optim.Optimizer:
+        return torch.optim.SGD(params, lr=self.step_size)
 
-    def _extras(self, objective: Objective, params: Params, state: State) -> dict[str, float]:
-        value = objective.value(params) + self.penalty * trace_penalty_value(
-            objective, params, scaled=self.scaled
-        )
-        return {"penalized_objective": float(value)}
+    def _gradient(self, run: Run, params: Params, draw: BatchDraw) -> Params:
+        generator = typing.cast(torch.Generator, run.generator)  # stochastic: run() required one
+        return self.penalized_gradient(run.objective, params, generator=generator)[0]
+
+    def _extras(self, run: Run, params: Params) -> dict[str, float]:
+        return _penalized(run.objective, params, self.penalty, self.scaled)

@@ -6,8 +6,8 @@ One step (Foret et al. 2021, with the base optimizer GD with optional momentum):
 
 with f_B the full loss (``batch_size=None``) or one minibatch of measurements, the same batch for both
 gradients. ASAM (Kwon et al. 2021) uses eps = rho T^2 g / ||T g||_2 with T = |theta| + eta_asam
-element-wise. The perturbation is :func:`flatminima.optim.sam_perturbation`, shared with the
-``torch.optim`` wrapper :class:`flatminima.optim.SAM`.
+element-wise. The solver runs the ``torch.optim`` wrapper :class:`flatminima.optim.SAM` around
+``torch.optim.SGD`` (the perturbation is :func:`flatminima.optim.sam_perturbation`).
 
 The history adds ``sam_sharpness`` = f(theta + rho g/||g||) - f(theta) (full batch): the first-order
 estimate of max_{||e|| <= rho} f(theta + e) - f(theta), which SAM penalizes; for small rho it is about
@@ -23,13 +23,20 @@ References:
 from __future__ import annotations
 
 import typing
-from typing import Any, ClassVar
+from typing import ClassVar, Unpack
+
+import torch
 
 from flatminima._checks import check_real
-from flatminima.objectives import Objective
-from flatminima.optim.sam import sam_perturbation
-from flatminima.solvers.nonconvex._oracles import GradientOracle
-from flatminima.solvers.nonconvex.base import Params, State, axpy, check_batch_size_argument
+from flatminima.optim.sam import SAM, sam_perturbation
+from flatminima.solvers.nonconvex.base import (
+    Params,
+    Run,
+    RunOptions,
+    RunSettings,
+    axpy,
+    check_batch_size_argument,
+)
 from flatminima.solvers.nonconvex.descent import GradientDescent
 
 
@@ -40,9 +47,9 @@ class SharpnessAwareMinimization(GradientDescent):
         rho: the radius rho >= 0 (0: gradient descent).
         step_size: eta > 0.
         batch_size: b (None: full batch, deterministic; an integer: minibatch SAM, needs a generator).
-        momentum, nesterov: heavy-ball / Nesterov momentum of the base step.
-        max_iterations, tolerance, record_every, time_limit, divergence_threshold: see
-            :class:`~flatminima.solvers.nonconvex.GradientDescent`; ``tolerance`` bounds ||g_SAM||.
+        momentum, nesterov: heavy-ball / Nesterov momentum of the base step (``torch.optim.SGD``).
+        settings, options: as in :class:`~flatminima.solvers.nonconvex.GradientDescent`; ``tolerance``
+            bounds ||g_SAM||.
 
     Raises:
         InputDataError: on a negative rho, a non-positive step or batch size, ...
@@ -75,49 +82,30 @@ class SharpnessAwareMinimization(GradientDescent):
         eta: float = 0.01,
         momentum: float = 0.0,
         nesterov: bool = False,
-        max_iterations: int = 1000,
-        tolerance: float = 1e-10,
-        record_every: int | None = None,
-        time_limit: float | None = None,
-        divergence_threshold: float = 1e6,
+        settings: RunSettings | None = None,
+        **options: Unpack[RunOptions],
     ) -> None:
         self.rho = check_real("rho", rho, low=0.0)
         self.eta = check_real("eta", eta, low=0.0)
         self.batch_size = check_batch_size_argument(batch_size)
         super().__init__(
-            step_size=step_size,
-            momentum=momentum,
-            nesterov=nesterov,
-            max_iterations=max_iterations,
-            tolerance=tolerance,
-            record_every=record_every,
-            time_limit=time_limit,
-            divergence_threshold=divergence_threshold,
+            step_size=step_size, momentum=momentum, nesterov=nesterov, settings=settings, **options
         )
         self._hyperparameters.update(rho=self.rho, batch_size=self.batch_size)
         if self._adaptive:
             self._hyperparameters.update(eta=self.eta)
-
-    @property
-    def stochastic(self) -> bool:
-        """True for minibatch SAM."""
-        return self.batch_size is not None
-
-    def _prepare(self, objective: Objective, params: Params, generator: Any) -> State:
-        return {"oracle": GradientOracle(objective, batch_size=self.batch_size, owner=type(self).__name__)}
 
     def perturbation(self, params: Params, gradient: Params) -> Params:
         """The ascent step eps(theta) for the gradient ``gradient`` (SAM or ASAM)."""
         steps = sam_perturbation(params, gradient, rho=self.rho, adaptive=self._adaptive, eta=self.eta)
         return tuple(steps)
 
-    def _gradient(self, objective: Objective, params: Params, state: State, generator: Any) -> Params:
-        oracle: GradientOracle = state["oracle"]
-        draw = oracle.draw(generator)
-        gradient = oracle.gradient(params, draw)
-        return oracle.gradient(axpy(params, self.perturbation(params, gradient), 1.0), draw)
+    def _optimizer(self, params: list[torch.Tensor], run: Run) -> torch.optim.Optimizer:
+        base = self._sgd(params)
+        return SAM(base, rho=self.rho, adaptive=self._adaptive, eta=self.eta, freeze_running_stats=False)
 
-    def _extras(self, objective: Objective, params: Params, state: State) -> dict[str, float]:
+    def _extras(self, run: Run, params: Params) -> dict[str, float]:
+        objective = run.objective
         gradient = objective.grad(params)
         eps = tuple(sam_perturbation(params, gradient, rho=self.rho))
         ascent = float(objective.value(axpy(params, eps, 1.0)) - objective.value(params))
@@ -147,11 +135,8 @@ class AdaptiveSharpnessAwareMinimization(SharpnessAwareMinimization):
         eta: float = 0.01,
         momentum: float = 0.0,
         nesterov: bool = False,
-        max_iterations: int = 1000,
-        tolerance: float = 1e-10,
-        record_every: int | None = None,
-        time_limit: float | None = None,
-        divergence_threshold: float = 1e6,
+        settings: RunSettings | None = None,
+        **options: Unpack[RunOptions],
     ) -> None:
         super().__init__(
             rho=rho,
@@ -160,9 +145,6 @@ class AdaptiveSharpnessAwareMinimization(SharpnessAwareMinimization):
             eta=eta,
             momentum=momentum,
             nesterov=nesterov,
-            max_iterations=max_iterations,
-            tolerance=tolerance,
-            record_every=record_every,
-            time_limit=time_limit,
-            divergence_threshold=divergence_threshold,
+            settings=settings,
+            **options,
         )
