@@ -1,7 +1,9 @@
 """flatminima: a toolkit for the science of flat minima (do they generalize, which algorithms find them).
 
 Layers (data flows one way): ``operators`` -> ``problems`` -> ``objectives`` -> {``curvature``,
-``solvers``} -> ``experiments`` -> ``cli``. Heavy optional dependencies are imported lazily.
+``solvers``} -> ``experiments`` -> ``cli``; ``numerics`` (the shared numerical kernels: Lanczos, L-BFGS),
+``errors`` and ``random`` are leaves every layer may import. Heavy optional dependencies are imported
+lazily.
 
 References:
     L. Ding, D. Drusvyatskiy, M. Fazel, Z. Harchaoui. Flat minima generalize for low-rank matrix

@@ -1,23 +1,20 @@
 """Extreme eigenvalues of a Hessian by the Lanczos method with full reorthogonalization.
 
 From a random unit vector q_1, Lanczos builds an orthonormal basis Q_j of the Krylov space
-span{q_1, H q_1, ..., H^{j-1} q_1} and the tridiagonal T_j = Q_j^T H Q_j (diagonal alpha, off-diagonal
-beta). The eigenpairs (theta_i, s_i) of T_j give Ritz pairs (theta_i, Q_j s_i) with residual
-||H Q_j s_i - theta_i Q_j s_i|| = beta_j |e_j^T s_i|, and some eigenvalue of H lies within that residual of
-theta_i (Weyl), and within r^2 / gap when gap separates theta_i from the rest of the spectrum
-(Kato-Temple; Parlett 1998, Theorem 11.7.1). Lanczos stops when min(r, r^2 / gap) <= tol * max|theta|,
-with gap estimated by the distance to the nearest other Ritz value: the refined estimate tracks the
-true eigenvalue error closely, while the residual alone would ask for about twice as many steps.
-Every new vector is orthogonalized against all previous ones (twice, which is enough), so no
-spurious copies of converged eigenvalues appear. Extreme eigenvalues converge at a
-rate governed by the square root of the relative gap, against the gap itself for power iteration.
+span{q_1, H q_1, ..., H^{j-1} q_1} and the tridiagonal T_j = Q_j^T H Q_j. The eigenpairs (theta_i, s_i)
+of T_j give Ritz pairs (theta_i, Q_j s_i) with residual r_i = ||H Q_j s_i - theta_i Q_j s_i||, and some
+eigenvalue of H lies within r_i of theta_i (Weyl), and within r_i^2 / gap when gap separates theta_i from
+the rest of the spectrum (Kato-Temple; Parlett 1998, Theorem 11.7.1). Lanczos stops when
+min(r, r^2 / gap) <= tol * max|theta|, with gap estimated by the distance to the nearest other Ritz
+value: the refined estimate tracks the true eigenvalue error closely, while the residual alone would ask
+for about twice as many steps. Extreme eigenvalues converge at a rate governed by the square root of the
+relative gap, against the gap itself for power iteration.
 
-These bounds hold in exact arithmetic. In floating point each product H v carries an error of order
-the unit round-off eps of the dtype times ||H||, and so does every Ritz value: error estimates are
-floored at ROUND_OFF_FACTOR * eps * max|theta|, and a smaller ``tol`` is read as that floor. Measured
-against float64 Hessians at the same weights, float32 Ritz values of MLPs were off by 0.03 to 1.1 eps
-relative (a digits MLP and four small test MLPs, 3 starts each) while the exact-arithmetic estimate
-claimed 1e-13; the factor 10 leaves a margin over that.
+The recurrence, its full reorthogonalization (twice), its breakdown guard and the Ritz bounds floored at
+``ROUND_OFF_FACTOR * eps * max|theta|`` (eps the dtype's unit round-off: no Ritz value is more accurate
+than about eps ||H||) are the package's one Lanczos kernel, :mod:`flatminima.numerics.lanczos`, which
+also serves the convex solvers' certificates; this module adds the operator interface, the random start
+and the argument checks.
 
 References:
     C. Lanczos. An iteration method for the solution of the eigenvalue problem of linear differential
@@ -37,10 +34,17 @@ from flatminima._checks import check_generator, check_int_in_range, check_real
 from flatminima.curvature.estimate import draw_probes
 from flatminima.curvature.linear_operator import LinearOperator
 from flatminima.errors import ConfigurationError
+from flatminima.numerics.lanczos import (
+    ROUND_OFF_FACTOR,
+    WHICH,
+    LanczosState,
+    block_lanczos,
+    extreme_eigenpairs,
+)
 
-WHICH: tuple[str, ...] = ("largest", "smallest")
-#: error estimates are floored at this multiple of the dtype's unit round-off times max|theta|
-ROUND_OFF_FACTOR = 10.0
+#: the state of :func:`lanczos_tridiagonal` (``alphas``, ``betas``, ``basis``, ``next_beta``,
+#: ``num_matvecs``, ``matrix()``): the kernel's :class:`~flatminima.numerics.LanczosState` at block size 1
+Tridiagonal = LanczosState
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,23 +71,6 @@ class LanczosResult:
     converged: bool
 
 
-@dataclasses.dataclass
-class Tridiagonal:
-    """The output of :func:`lanczos_tridiagonal`: T = Q^T H Q with Q (n, j) orthonormal."""
-
-    alphas: list[float]
-    betas: list[float]
-    basis: torch.Tensor
-    next_beta: float
-    num_matvecs: int
-
-    def matrix(self) -> torch.Tensor:
-        """T as a dense (j, j) float64 CPU tensor."""
-        alphas = torch.tensor(self.alphas, dtype=torch.float64)
-        off = torch.tensor(self.betas[: len(self.alphas) - 1], dtype=torch.float64)
-        return torch.diag(alphas) + torch.diag(off, 1) + torch.diag(off, -1)
-
-
 def lanczos_tridiagonal(
     operator: LinearOperator,
     start: torch.Tensor,
@@ -96,34 +83,7 @@ def lanczos_tridiagonal(
     Stops early at an invariant subspace (beta below a round-off threshold) or when ``stop`` returns
     True; ``next_beta`` is the norm of the residual after the last step (0 at an invariant subspace).
     """
-    n = operator.size
-    num_iterations = min(num_iterations, n)
-    Q = torch.zeros(n, num_iterations, dtype=operator.dtype, device=operator.device)
-    q = start / torch.linalg.vector_norm(start)
-    eps = torch.finfo(operator.dtype).eps
-    state = Tridiagonal([], [], Q[:, :0], 0.0, 0)
-    scale = 0.0
-    for j in range(num_iterations):
-        Q[:, j] = q
-        w = operator.matvec(q)
-        state.num_matvecs += 1
-        alpha = float(q @ w)
-        basis = Q[:, : j + 1]
-        w = w - basis @ (basis.mT @ w)
-        w = w - basis @ (basis.mT @ w)
-        beta = float(torch.linalg.vector_norm(w))
-        scale = max(scale, abs(alpha) + beta)
-        state.alphas.append(alpha)
-        state.basis = basis
-        if beta <= 50 * eps * max(scale, 1e-300) * n**0.5:
-            state.next_beta = 0.0
-            break
-        state.betas.append(beta)
-        state.next_beta = beta
-        q = w / beta
-        if stop is not None and stop(state):
-            break
-    return state
+    return block_lanczos(operator.matmat, start, num_iterations, stop=stop)
 
 
 def lanczos_eigenvalues(
@@ -182,36 +142,14 @@ def lanczos_eigenvalues(
         n, 1, distribution="gaussian", generator=generator, dtype=operator.dtype, device=operator.device
     )[:, 0]
 
-    floor = ROUND_OFF_FACTOR * torch.finfo(operator.dtype).eps
-    tol = max(tol, floor)
-
-    def ritz(state: Tridiagonal) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        theta, S = torch.linalg.eigh(state.matrix())
-        order = torch.argsort(theta, descending=which == "largest")[: min(k, len(theta))]
-        residuals = state.next_beta * S[-1, order].abs()
-        distances = (theta[order, None] - theta[None, :]).abs()
-        distances[torch.arange(len(order)), order] = torch.inf
-        gaps = distances.min(dim=1).values
-        # one Ritz value gives no gap estimate: fall back to the residual bound
-        bounds = torch.where(torch.isfinite(gaps), torch.minimum(residuals, residuals**2 / gaps), residuals)
-        # round-off in the products: no Ritz value is more accurate than ~eps ||H|| (see the module)
-        return theta, S[:, order], residuals, bounds.clamp(min=floor * float(theta.abs().max()))
-
-    def converged(state: Tridiagonal) -> bool:
-        if len(state.alphas) < k:
-            return False
-        theta, _, _, bounds = ritz(state)
-        return bool((bounds <= tol * float(theta.abs().max())).all())
-
-    state = lanczos_tridiagonal(operator, start, limit, stop=converged)
-    theta, S, residuals, bounds = ritz(state)
-    order = torch.argsort(theta, descending=which == "largest")[:k]
-    vectors = state.basis @ S.to(dtype=operator.dtype, device=operator.device)
+    state, pairs = extreme_eigenpairs(operator.matmat, start, k, which=which, tol=tol, max_blocks=limit)
+    dtype, device = operator.dtype, operator.device
+    floor = ROUND_OFF_FACTOR * torch.finfo(dtype).eps
     return LanczosResult(
-        eigenvalues=theta[order].to(dtype=operator.dtype, device=operator.device),
-        eigenvectors=vectors,
-        residuals=residuals.to(dtype=operator.dtype, device=operator.device),
-        error_bounds=bounds.to(dtype=operator.dtype, device=operator.device),
+        eigenvalues=pairs.values.to(dtype=dtype, device=device),
+        eigenvectors=pairs.vectors(state),
+        residuals=pairs.residuals.to(dtype=dtype, device=device),
+        error_bounds=pairs.error_bounds.to(dtype=dtype, device=device),
         num_matvecs=state.num_matvecs,
-        converged=len(order) == k and converged(state),
+        converged=len(pairs.values) == k and pairs.converged(max(tol, floor)),
     )

@@ -6,7 +6,8 @@ the method ``deep_flat`` solves
     min_W tr grad^2 f(W)   s.t.   A(W_N ... W_1) = b
 
 by an augmented Lagrangian: minimize T(W) + <lambda, r(W)> + (mu/2) ||r(W)||^2 over W with L-BFGS (autograd
-through the closed-form trace), then lambda <- lambda + mu r(W), and mu <- 10 mu when ||r|| did not drop
+through the closed-form trace; the package's one L-BFGS, :func:`flatminima.numerics.minimize_lbfgs`, with
+its strong-Wolfe line search), then lambda <- lambda + mu r(W), and mu <- 10 mu when ||r|| did not drop
 fourfold. The start is random (the trial's ``init`` stream), so the answer is a numerical local search,
 not a certified optimum.
 
@@ -28,13 +29,15 @@ References:
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 
 from flatminima.experiments.methods import Method, MethodContext, Metrics, TrialFailed, register_method
+from flatminima.numerics import minimize_lbfgs
 from flatminima.problems import Instance
+from flatminima.solvers._deadline import Deadline
 
 
 def balanced_factors(E: torch.Tensor, depth: int) -> tuple[torch.Tensor, ...]:
@@ -64,9 +67,10 @@ def minimize_deep_trace(
         depth: N >= 1 (inner widths = max(d1, d2)).
         generator: the random start.
         max_outer: augmented-Lagrangian updates.
-        inner_iterations: L-BFGS iterations per update.
+        inner_iterations: L-BFGS iterations per update (and 1.25 times as many evaluations at most).
         feasibility: stop when ||A(E) - b|| / ||b|| is below this.
-        time_limit: seconds (None: none; a limit makes the result depend on the machine's speed).
+        time_limit: seconds (None: none; a limit makes the result depend on the machine's speed), tested
+            inside L-BFGS and after each update.
 
     Returns:
         (W_1, ..., W_N) detached, and metrics: ``trace``, ``relative_residual``, ``outer_iterations``.
@@ -75,50 +79,50 @@ def minimize_deep_trace(
 
     d1, d2 = instance.shape
     objective = DeepFactorization(instance, depth=depth, widths=max(d1, d2) if depth > 1 else None)
-    W = [
-        (torch.randn(*shape, generator=generator, dtype=instance.dtype) / shape[1] ** 0.5).requires_grad_()
-        for shape in objective.shapes
-    ]
+    shapes = objective.shapes
+    x = torch.cat(
+        [
+            (torch.randn(*shape, generator=generator, dtype=instance.dtype) / shape[1] ** 0.5).reshape(-1)
+            for shape in shapes
+        ]
+    )
     b_norm = float(torch.linalg.vector_norm(instance.observations).clamp_min(1e-300))
     multiplier = torch.zeros_like(instance.observations)
     penalty, previous, relative = 10.0, float("inf"), float("inf")
     start = time.perf_counter()
+    deadline = Deadline(time_limit, start=start)
     outer = 0
     while outer < max_outer:
         outer += 1
-        optimizer = torch.optim.LBFGS(
-            W,
-            lr=1.0,
-            max_iter=inner_iterations,
-            tolerance_grad=1e-13,
-            tolerance_change=1e-15,
-            history_size=30,
-            line_search_fn="strong_wolfe",
-        )
 
-        def closure(
-            optimizer: torch.optim.Optimizer = optimizer,
-            multiplier: torch.Tensor = multiplier,
-            mu: float = penalty,
+        def lagrangian(
+            W: tuple[torch.Tensor, ...], multiplier: torch.Tensor = multiplier, mu: float = penalty
         ) -> torch.Tensor:
-            optimizer.zero_grad()
-            r = objective.residual(tuple(W))
-            loss = objective.hessian_trace(tuple(W)) + multiplier @ r + 0.5 * mu * (r @ r)
-            loss.backward()
-            return loss
+            r = objective.residual(W)
+            return objective.hessian_trace(W) + multiplier @ r + 0.5 * mu * (r @ r)
 
-        optimizer.step(closure)
+        outcome = minimize_lbfgs(
+            _flat_autograd(lagrangian, shapes),
+            x,
+            gradient_tolerance=1e-13,
+            max_iterations=inner_iterations,
+            max_evaluations=int(1.25 * inner_iterations),
+            memory=30,
+            change_tolerance=1e-15,
+            deadline=deadline,
+        )
+        x = outcome.x
         with torch.no_grad():
-            r = objective.residual(tuple(W))
+            r = objective.residual(_split(x, shapes))
             relative = float(torch.linalg.vector_norm(r)) / b_norm
-            multiplier += penalty * r
+            multiplier = multiplier + penalty * r
             if relative > 0.25 * previous:
                 penalty *= 10.0
             previous = relative
-        out_of_time = time_limit is not None and time.perf_counter() - start > time_limit
-        if relative < feasibility or out_of_time:
+        if relative < feasibility or deadline.expired():
             break
-    params = tuple(w.detach() for w in W)
+    W = _split(x, shapes)
+    params = tuple(w.clone() for w in W)
     with torch.no_grad():
         trace = float(objective.hessian_trace(params))
     return params, {
@@ -127,6 +131,27 @@ def minimize_deep_trace(
         "outer_iterations": outer,
         "search_time": time.perf_counter() - start,
     }
+
+
+def _split(x: torch.Tensor, shapes: Sequence[tuple[int, ...]]) -> tuple[torch.Tensor, ...]:
+    """The flat vector x as tensors of the given shapes (views)."""
+    sizes = [int(torch.Size(shape).numel()) for shape in shapes]
+    return tuple(piece.view(shape) for piece, shape in zip(x.split(sizes), shapes, strict=True))
+
+
+def _flat_autograd(
+    loss: Callable[[tuple[torch.Tensor, ...]], torch.Tensor], shapes: Sequence[tuple[int, ...]]
+) -> Callable[[torch.Tensor], tuple[float, torch.Tensor]]:
+    """The function x -> (loss(W), d loss / dx) that L-BFGS takes, W the tensors of x (autograd)."""
+
+    def fun(x: torch.Tensor) -> tuple[float, torch.Tensor]:
+        with torch.enable_grad():
+            leaf = x.detach().requires_grad_()
+            value = loss(_split(leaf, shapes))
+            (gradient,) = torch.autograd.grad(value, leaf)
+        return float(value.detach()), gradient
+
+    return fun
 
 
 def _deep_flat(instance: Instance, options: Mapping[str, Any], context: MethodContext) -> Metrics:

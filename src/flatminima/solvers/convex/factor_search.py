@@ -6,7 +6,8 @@ In the rescaled factors L' = D1 L, R' = D2 R the flat problem is
 
 whose minimizers at any width k >= rank give the solution Z = L' R'^T of P_flat (Theorem 3.2). The
 augmented Lagrangian (1/2)(||L'||^2 + ||R'||^2) - <lambda, c> + (rho/2)||c||^2, c = B(L' R'^T) - b, is
-minimized over (L', R') by L-BFGS, followed by lambda <- lambda - rho c (Hestenes-Powell), from a
+minimized over (L', R') by L-BFGS (:func:`flatminima.numerics.minimize_lbfgs`, strong-Wolfe line
+search), followed by lambda <- lambda - rho c (Hestenes-Powell), from a
 spectral start (top-k SVD of B^*(b) by randomized subspace iteration). Every product goes through the
 operator's factored maps (O(m (d1 + d2) k) for rank-one designs, O(m k) for masks); nothing d1 x d2 or
 (m, d1, d2) is formed. The map and data are normalized internally (B/gamma, b/(gamma beta)) so that the
@@ -38,11 +39,11 @@ from collections.abc import Callable
 
 import torch
 
+from flatminima.numerics.lbfgs import minimize_lbfgs
 from flatminima.solvers._deadline import Deadline
 from flatminima.solvers.convex.certificate import Candidate, better
 from flatminima.solvers.convex.factor_polish import polish_and_certify, spectral_polish
 from flatminima.solvers.convex.formulation import Formulation
-from flatminima.solvers.convex.lbfgs import lbfgs
 from flatminima.solvers.convex.linear_map import ScaledMap
 from flatminima.solvers.convex.structured import (
     certify_structured,
@@ -160,7 +161,7 @@ def solve_factor_search(
         budget = settings.max_iterations - total_iterations
         if budget <= 0:
             break
-        outcome = lbfgs(
+        outcome = minimize_lbfgs(
             fun,
             torch.cat([L.reshape(-1), R.reshape(-1)]),
             gradient_tolerance=inner_tolerance,

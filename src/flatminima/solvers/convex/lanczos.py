@@ -2,8 +2,10 @@
 
 For a matrix W available only through products W X and W^T Y, the top eigenvalue theta of W^T W is
 estimated by the Rayleigh-Ritz procedure on a block Krylov space {Q0, (W^T W) Q0, ...} with full
-reorthogonalization. The returned bound sqrt(theta + ||(W^T W) x - theta x||) adds the Ritz residual
-(the distance from theta to the nearest true eigenvalue is at most that residual).
+reorthogonalization: the package's one Lanczos kernel (:func:`flatminima.numerics.block_lanczos`, with its
+deflation at breakdown). The returned bound sqrt(theta + r) adds the Ritz residual r = ||(W^T W) x -
+theta x||, floored at the round-off level ``ROUND_OFF_FACTOR * eps * theta`` (the distance from theta
+to the nearest true eigenvalue is at most that residual).
 
 References:
     Golub and Van Loan. Matrix Computations (4th ed., 2013), Section 10.3 (block Lanczos).
@@ -17,6 +19,8 @@ import dataclasses
 from collections.abc import Callable
 
 import torch
+
+from flatminima.numerics.lanczos import ROUND_OFF_FACTOR, extreme_eigenpairs
 
 Matmul = Callable[[torch.Tensor], torch.Tensor]
 
@@ -58,29 +62,9 @@ def block_lanczos_norm(
     """
     block = min(block_size, num_columns)
     start = torch.randn(num_columns, block, generator=generator, dtype=torch.float64)
-    Q, _ = torch.linalg.qr(start.to(dtype=dtype, device=device))
-    basis: list[torch.Tensor] = []
-    images: list[torch.Tensor] = []
-    products = 0
-    for _ in range(steps + 1):
-        image = rmatmul(matmul(Q))
-        products += 2
-        basis.append(Q)
-        images.append(image)
-        if sum(b.shape[1] for b in basis) >= num_columns:
-            break
-        nxt = image
-        for _ in range(2):  # full reorthogonalization, twice for stability
-            for previous in basis:
-                nxt = nxt - previous @ (previous.mT @ nxt)
-        Q, R = torch.linalg.qr(nxt)
-        if float(R.diagonal().abs().max()) <= 1e-14 * max(float(image.abs().max()), 1e-300):
-            break
-    K = torch.cat(basis, dim=1)
-    TK = torch.cat(images, dim=1)
-    H = K.mT @ TK
-    eigenvalues, Y = torch.linalg.eigh((H + H.mT) / 2)
-    theta = float(eigenvalues[-1].clamp_min(0.0))
-    x = K @ Y[:, -1]
-    residual = float(torch.linalg.vector_norm(TK @ Y[:, -1] - theta * x))
-    return SpectralNormEstimate(theta**0.5, (theta + residual) ** 0.5, products)
+    state, pairs = extreme_eigenpairs(
+        lambda X: rmatmul(matmul(X)), start.to(dtype=dtype, device=device), 1, max_blocks=steps + 1
+    )
+    theta = max(float(pairs.values[0]), 0.0)
+    residual = max(float(pairs.residuals[0]), ROUND_OFF_FACTOR * torch.finfo(dtype).eps * theta)
+    return SpectralNormEstimate(theta**0.5, (theta + residual) ** 0.5, 2 * state.num_blocks)
