@@ -8,9 +8,9 @@ from collections.abc import Callable
 import pytest
 
 MODULES = [
+    "flatminima.generalization.digits",
     "flatminima.generalization.kl",
     "flatminima.generalization.linear_stability",
-    "flatminima.generalization.nonvacuous",
     "flatminima.generalization.stability",
 ]
 

@@ -3,9 +3,11 @@
 * :mod:`.nonvacuous` (Dziugaite and Roy 2017): :func:`dziugaite_roy_bound` optimizes a Gaussian posterior
   N(w, diag(s)) around a trained network against the PAC-Bayes-kl bound with a prior N(w0, lambda I) at
   the initialization (lambda from a grid, paid for by a union bound) and returns every term of the final
-  bound in a :class:`NonvacuousBound`; :func:`binary_digits_split` and :func:`digits_nonvacuous_bound`
-  run the whole experiment on scikit-learn's bundled digits (label 1[digit >= 5]); :func:`gaussian_kl`.
-* :mod:`.kl`: :func:`bernoulli_kl` and its inverses :func:`kl_inverse_upper`, :func:`kl_inverse_lower`.
+  bound in a :class:`NonvacuousBound`; in :mod:`.digits`, :func:`binary_digits_split` and
+  :func:`digits_nonvacuous_bound` run the whole experiment on scikit-learn's bundled digits (label
+  1[digit >= 5]).
+* :mod:`.kl`: :func:`bernoulli_kl` and its inverses :func:`kl_inverse_upper`, :func:`kl_inverse_lower`;
+  :func:`gaussian_kl`, the KL divergence between the posterior and the prior.
 * :mod:`.stability` (Hardt, Recht and Singer 2016): :func:`sgd_stability` trains on S and on S^(i) with one
   batch order and returns the divergence and held-out loss differences over the steps in a
   :class:`StabilityResult`, with Theorem 3.8's bound (2 L^2 / n) sum_t alpha_t for convex smooth losses;
@@ -19,7 +21,8 @@
 Every random function takes an explicit ``torch.Generator``; nothing touches the global RNG.
 """
 
-from flatminima.generalization.kl import bernoulli_kl, kl_inverse_lower, kl_inverse_upper
+from flatminima.generalization.digits import binary_digits_split, digits_nonvacuous_bound
+from flatminima.generalization.kl import bernoulli_kl, gaussian_kl, kl_inverse_lower, kl_inverse_upper
 from flatminima.generalization.linear_stability import (
     LinearStability,
     linear_stability,
@@ -28,13 +31,7 @@ from flatminima.generalization.linear_stability import (
     per_example_hessians,
     second_moment_map,
 )
-from flatminima.generalization.nonvacuous import (
-    NonvacuousBound,
-    binary_digits_split,
-    digits_nonvacuous_bound,
-    dziugaite_roy_bound,
-    gaussian_kl,
-)
+from flatminima.generalization.nonvacuous import NonvacuousBound, dziugaite_roy_bound
 from flatminima.generalization.stability import (
     StabilityResult,
     logistic_loss,

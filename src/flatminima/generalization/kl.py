@@ -30,6 +30,8 @@ from __future__ import annotations
 
 import math
 
+import torch
+
 from flatminima._checks import check_real
 
 _MAX_HALVINGS = 2000
@@ -143,3 +145,20 @@ def kl_inverse_lower(q: float, budget: float) -> float:
         else:
             high = middle
     return low
+
+
+def gaussian_kl(
+    mean: torch.Tensor, variance: torch.Tensor, prior_mean: torch.Tensor, prior_variance: torch.Tensor
+) -> torch.Tensor:
+    """KL(N(mean, diag(variance)) || N(prior_mean, prior_variance I)), differentiable.
+
+    ``prior_variance`` may be a tensor of several variances (a KL per entry).
+
+    Example:
+        >>> z, one = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+        >>> float(gaussian_kl(z, one, z, torch.tensor(1.0, dtype=torch.float64)))
+        0.0
+    """
+    d = mean.numel()
+    spread = variance.sum() + (mean - prior_mean).square().sum()
+    return 0.5 * (spread / prior_variance - d + d * torch.log(prior_variance) - torch.log(variance).sum())
