@@ -34,13 +34,14 @@ import torch
 
 from flatminima.errors import ConfigurationError
 from flatminima.solvers._deadline import NO_DEADLINE, Deadline
-from flatminima.solvers.convex.admm import AdmmSettings, admm, nuclear_prox
+from flatminima.solvers.convex.admm import AdmmSettings, admm
 from flatminima.solvers.convex.certificate import BoundLedger, Candidate, better, dense_candidate
 from flatminima.solvers.convex.constraints import AffineSet, BallSet, ConstraintSet, L1BallSet
 from flatminima.solvers.convex.dual_face import observe_face_pairs
 from flatminima.solvers.convex.formulation import Formulation
-from flatminima.solvers.convex.interior_point import interior_point, interior_point_fits
-from flatminima.solvers.convex.rank_polish import Polish, make_polish
+from flatminima.solvers.convex.interior_point import interior_point_fits
+from flatminima.solvers.convex.interior_point_stage import interior_point_stage
+from flatminima.solvers.convex.rank_polish import make_polish
 from flatminima.solvers.result import ConvexResult, Status
 
 
@@ -124,7 +125,7 @@ def solve_first_order(
 
     def run_interior_point(max_iterations: int) -> _Outcome:
         assert isinstance(constraint, AffineSet) and polish is not None  # implied by ipm_ready
-        return _interior_point(
+        outcome = interior_point_stage(
             constraint,
             polish,
             symmetric,
@@ -135,6 +136,10 @@ def solve_first_order(
             max_iterations=max_iterations,
             deadline=deadline,
             ledger=ledger,
+        )
+        info: dict[str, object] = {}
+        return _Outcome(
+            outcome.candidate, outcome.status, outcome.iterations, outcome.history, outcome.message, info
         )
 
     if method == "interior_point":
@@ -186,6 +191,11 @@ def solve_first_order(
     second = run_interior_point(max_iterations=remaining)
     candidate = better(admm_outcome.candidate, second.candidate)
     assert candidate is not None
+    pair = _certified_pair(ledger, constraint, candidate, symmetric, deadline)
+    if pair is not None:  # certified before the ADMM restart
+        candidate = pair
+        message = second.message + _PAIR_MESSAGE.format(source=pair.source)
+        second = dataclasses.replace(second, message=message)
     stages = [admm_outcome, second]
     remaining -= second.iterations
     if (
@@ -245,12 +255,8 @@ def solve_first_order(
     return _package(formulation, combined, "admm+interior_point", start_time, ledger, constraint, deadline)
 
 
-#: Newton steps of the interior-point method at most (it needs 15-40).
-IPM_MAX_ITERATIONS = 80
 #: ADMM iterations at most after a restart from the interior point's answer.
 RESTART_ITERATIONS = 2000
-#: besides the central-path split, the refinement tries the ranks at this many largest spectral gaps.
-REFINE_RANKS = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -261,6 +267,33 @@ class _Outcome:
     history: tuple[dict[str, float], ...]
     message: str
     info: dict[str, object]
+
+
+_PAIR_MESSAGE = (
+    "; certified by the best feasible point and the best dual bound of the run ({source}; weak duality)"
+)
+
+
+def _certified_pair(
+    ledger: BoundLedger | None,
+    constraint: ConstraintSet | None,
+    candidate: Candidate,
+    symmetric: bool,
+    deadline: Deadline,
+) -> Candidate | None:
+    """The ledger's best primal-dual pair if it certifies where ``candidate`` does not (else None).
+
+    For B(Z) = b the face pairs of :mod:`~flatminima.solvers.convex.dual_face` are observed first: the
+    dual's top singular values sit within rounding of 1 on either side, and the best feasible point
+    carries the O(mu) tail of an interior-point iterate.
+    """
+    if ledger is None or candidate.certificate.satisfied:
+        return None
+    if isinstance(constraint, AffineSet):
+        duals = [candidate.multiplier, None if ledger.dual is None else ledger.dual.multiplier]
+        observe_face_pairs(ledger, constraint, duals, symmetric=symmetric, deadline=deadline)
+    pair = ledger.combined(symmetric=symmetric)
+    return pair if pair is not None and pair.certificate.satisfied else None
 
 
 def _package(
@@ -275,17 +308,10 @@ def _package(
     candidate = outcome.candidate
     assert candidate is not None
     status, message = outcome.status, outcome.message
-    if not candidate.certificate.satisfied and ledger is not None and isinstance(constraint, AffineSet):
-        # the dual's top singular values sit within rounding of 1 on either side: correct them exactly
-        duals = [candidate.multiplier, None if ledger.dual is None else ledger.dual.multiplier]
-        observe_face_pairs(ledger, constraint, duals, symmetric=formulation.symmetric, deadline=deadline)
-    pair = ledger.combined(symmetric=formulation.symmetric) if ledger is not None else None
-    if not candidate.certificate.satisfied and pair is not None and pair.certificate.satisfied:
+    pair = _certified_pair(ledger, constraint, candidate, formulation.symmetric, deadline)
+    if pair is not None:
         candidate, status = pair, Status.CONVERGED
-        message += (
-            "; certified by the best feasible point and the best dual bound of the run "
-            f"({pair.source}; weak duality)"
-        )
+        message += _PAIR_MESSAGE.format(source=pair.source)
     if status is Status.CONVERGED and not candidate.certificate.satisfied:
         status = Status.INACCURATE
     return package_result(
@@ -298,93 +324,6 @@ def _package(
         method,
         message,
         {**outcome.info, "candidate_source": candidate.source},
-    )
-
-
-def _interior_point(
-    constraint: AffineSet,
-    polish: Polish,
-    symmetric: bool,
-    scale: float,
-    tolerance: float,
-    time_limit: float | None,
-    start_time: float,
-    *,
-    max_iterations: int | None = None,
-    deadline: Deadline | None = None,
-    ledger: BoundLedger | None = None,
-) -> _Outcome:
-    """The interior-point method on B(Z) = b, its iterates certified after an exact projection onto C.
-
-    With a ``ledger`` (which the polish also feeds), an iterate whose own pair misses the tolerance is
-    replaced by the ledger's best primal and dual pair when that pair meets it, and the path stops there.
-
-    The refinement identifies the rank from the iterate's singular values, which split into O(1) and
-    O(mu) on the central path (threshold sqrt(mu s_1)), and hands the rank-r factors to the polish.
-    """
-    bmap, b = constraint.bmap, constraint.b
-    clock = deadline if deadline is not None else Deadline(time_limit, start=start_time)
-
-    def feasible_factors(Z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        Z = constraint.project_accurately((Z + Z.mT) / 2 if symmetric else Z)
-        return nuclear_prox(Z, 0.0, symmetric=symmetric)
-
-    def certify(Z: torch.Tensor, y: torch.Tensor) -> Candidate:
-        U, s, V = feasible_factors(Z)
-        candidate = dense_candidate(
-            U=U,
-            s=s,
-            V=V,
-            multiplier=y,
-            dual_matrix=bmap.adjoint(y),
-            dual_objective=float(y @ b),
-            primal_residual=constraint.residual((U * s) @ V.mT),
-            scale=scale,
-            symmetric=symmetric,
-            tolerance=tolerance,
-            source="interior-point",
-        )
-        if ledger is None:
-            return candidate
-        ledger.observe(candidate)
-        pair = ledger.combined(symmetric=symmetric)
-        if not candidate.certificate.satisfied and pair is not None and pair.certificate.satisfied:
-            return pair
-        return candidate
-
-    def refine(Z: torch.Tensor, y: torch.Tensor, mu: float) -> Candidate | None:
-        U, s, V = feasible_factors(Z)
-        if s.numel() == 0:
-            return None
-        order = s.argsort(descending=True)
-        U, s, V = U[:, order], s[order], V[:, order]
-        # the central-path split sqrt(mu s_1), then the largest gaps s_r / s_(r+1) (degenerate solutions
-        # have singular values far below s_1 but above mu, which blur the split)
-        ranks = [int((s > (mu * float(s[0])) ** 0.5).sum())]
-        ratios = s[:-1] / s[1:].clamp_min(torch.finfo(s.dtype).tiny)
-        ranks += [int(i) + 1 for i in ratios.argsort(descending=True)[:REFINE_RANKS]]
-        G = bmap.adjoint(y)
-        best: Candidate | None = None
-        for r in dict.fromkeys(rank for rank in ranks if rank > 0):
-            if best is not None and clock.expired():
-                break
-            best = better(best, polish(U[:, :r], s[:r], V[:, :r], G))
-            if best is not None and best.certificate.satisfied:
-                break
-        return best
-
-    outcome = interior_point(
-        bmap,
-        b,
-        certify=certify,
-        refine=refine,
-        max_iterations=min(IPM_MAX_ITERATIONS, max_iterations or IPM_MAX_ITERATIONS),
-        time_limit=time_limit,
-        start_time=start_time,
-        deadline=clock,
-    )
-    return _Outcome(
-        outcome.candidate, outcome.status, outcome.iterations, outcome.history, outcome.message, {}
     )
 
 
