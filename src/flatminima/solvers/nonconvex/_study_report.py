@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -89,12 +90,12 @@ def plot_study(rows: Sequence[Row], trajectories: Sequence[Row], path: Path) -> 
             ax.set_ylim(low / 1.2, high * 1.2)
             ax.set_xlabel("m (measurements)")
             ax.set_ylabel(label)
-            ax.set_title(f"sensing d={d}, init '{init}': {label}")
+            ax.set_title(f"sensing d={d}, init '{init}'\n{label}", fontsize=10)
             _tidy(ax)
     axes[0][0].legend(fontsize=7, ncol=2)
     _plot_trajectories(axes, trajectories, inits)
-    fig.suptitle(_caption(rows), fontsize=9)
-    fig.tight_layout()
+    fig.suptitle(textwrap.fill(_caption(rows), width=170), fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -138,6 +139,7 @@ def _plot_trajectories(axes: Any, trajectories: Sequence[Row], inits: list[str])
     for row_index, (setting, init) in enumerate(settings[: len(axes)]):
         ax = axes[row_index][2]
         chosen = [t for t in trajectories if t["setting"] == setting and t["init"] == init]
+        low, high = LIMITS["str_ratio"]
         if not chosen:
             continue
         m = max(int(t["num_measurements"]) for t in chosen)
@@ -145,14 +147,15 @@ def _plot_trajectories(axes: Any, trajectories: Sequence[Row], inits: list[str])
             points = [t for t in chosen if t["algorithm"] == algorithm and int(t["num_measurements"]) == m]
             if points:
                 xs = [max(int(t["iteration"]), 1) for t in points]
-                ys = [float(t["str_ratio"]) for t in points]
+                ys = [min(max(float(t["str_ratio"]), low), high) for t in points]  # off-scale: at the edge
                 ax.plot(xs, ys, lw=1.2, label=algorithm)
         ax.axhline(1.0, color="k", lw=1.5, label="flat solution")
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.set_ylim(low / 1.2, high * 1.2)
         ax.set_xlabel("iteration")
         ax.set_ylabel("scaled trace / flat")
-        ax.set_title(f"{setting}, m={m}, init '{init}': scaled trace along training")
+        ax.set_title(f"{setting}, m={m}, init '{init}'\nscaled trace along training", fontsize=10)
         _tidy(ax)
         ax.legend(fontsize=7)
     for row_index in range(len(settings), len(axes)):
