@@ -46,6 +46,8 @@ from flatminima.solvers.convex.structured import factor_svd
 KKT_SIZE_LIMIT = 6000
 #: halvings of a Newton step at most before the iteration stops (no decrease of the KKT residual).
 BACKTRACKS = 12
+#: steps in a row that may fail to halve the KKT residual before the iteration stops.
+SLOW_STEPS = 2
 
 #: seconds per (system size)^3 of the last Newton-KKT step of this process, to predict the first step of
 #: a time-limited polish (a dense solve of a few thousand unknowns can take longer than the whole limit).
@@ -121,6 +123,7 @@ def kkt_newton(
         return norm, G, grad_L, grad_R, constraint, direction
 
     parts = kkt_residual(L, R, lam)
+    slow = 0  # consecutive steps that did not halve the residual
     for _ in range(max_steps + 1):
         if parts is None:
             break
@@ -129,6 +132,9 @@ def kkt_newton(
         residuals.append(norm)
         if not norm < min(residuals[:-1], default=math.inf):
             break
+        slow = slow + 1 if len(residuals) > 1 and norm > 0.5 * residuals[-2] else 0
+        if slow > SLOW_STEPS:
+            break  # not in Newton's quadratic regime (a singular or wrong-rank system): each step is dense
         best = (L, R, lam)
         if len(residuals) > max_steps or norm <= 1e-15 * max(1.0, float(torch.linalg.vector_norm(b))):
             break
