@@ -108,6 +108,19 @@ def test_fantastic_tiny_resumes_from_the_store(tmp_path: Path, monkeypatch: pyte
     assert list(taus["measure"]) == list(fantastic.MEASURE_NAMES)
     assert taus["tau"].dropna().between(-1, 1).all() and taus["tau"].notna().sum() >= 10
     assert list(taus.columns[3:6]) == ["learning_rate", "width", "Psi"]  # only varied hyperparameters
+    assert list(taus.columns[7:]) == [
+        "tau_low",
+        "tau_high",
+        *[f"{h}_{end}" for h in ("learning_rate", "width") for end in ("low", "high")],
+        "Psi_low",
+        "Psi_high",
+    ]
+    known = taus.dropna(subset=["tau"])
+    assert (known["tau_low"] <= known["tau_high"]).all() and known["tau_low"].between(-1, 1).all()
+    for measure_name in ("hochreiter_box", "expected_sharpness_kl", "vc_bartlett2019", "vc_harvey2017"):
+        assert frame[measure_name].notna().all() and (frame[measure_name] > 0).all()
+    assert frame.groupby("width")["vc_harvey2017"].nunique().eq(1).all()  # architecture only
+    assert "CI]" in outcome.table[0][1]  # type: ignore[attr-defined]
     again = reproduce("fantastic-measures", quick=True, out_dir=tmp_path, progress=False)
     (sweep,) = again.sweeps
     assert sweep.skipped == len(frame) and sweep.completed == 0
