@@ -37,6 +37,7 @@ from flatminima.curvature.frobenius import (
     exact_squared_frobenius_norm,
     hutchinson_squared_frobenius_norm,
 )
+from flatminima.curvature.ggn_control_trace import GGNControlTrace, ggn_control_trace
 from flatminima.curvature.gradients import gradient_variance, path_norm
 from flatminima.curvature.hessian import HessianOperator
 from flatminima.curvature.lanczos import LanczosResult, lanczos_eigenvalues
@@ -70,6 +71,7 @@ __all__ = [
     "ExpectedSharpness",
     "FisherOperator",
     "FlatBox",
+    "GGNControlTrace",
     "GeneralizedGaussNewtonOperator",
     "HessianOperator",
     "LanczosResult",
@@ -95,6 +97,7 @@ __all__ = [
     "exact_trace",
     "expected_sharpness_kl",
     "flat_box",
+    "ggn_control_trace",
     "gradient_variance",
     "harvey2017_vc_bound",
     "hutchinson_hessian_diagonal",

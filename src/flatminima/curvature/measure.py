@@ -47,6 +47,7 @@ from flatminima.curvature.epsilon import epsilon_sharpness
 from flatminima.curvature.expected_sharpness import expected_sharpness_measure
 from flatminima.curvature.flat_box import flat_box_measure
 from flatminima.curvature.frobenius import exact_squared_frobenius_norm, hutchinson_squared_frobenius_norm
+from flatminima.curvature.ggn_control_trace import ggn_control_trace
 from flatminima.curvature.gradients import gradient_variance, path_norm
 from flatminima.curvature.hessian import HessianOperator
 from flatminima.curvature.lanczos import lanczos_eigenvalues
@@ -204,6 +205,7 @@ MEASURES: dict[str, MeasureFunction] = {
     "exact_trace": _exact_trace,
     "hutchinson_trace": _stochastic(hutchinson_trace),
     "hutchpp_trace": _stochastic(hutchpp_trace),
+    "ggn_control_trace": _stochastic(ggn_control_trace),
     "exact_scaled_trace": _exact_scaled_trace,
     "hutchinson_scaled_trace": _stochastic(hutchinson_scaled_trace),
     "exact_squared_frobenius_norm": _exact_frobenius,

@@ -23,6 +23,7 @@ from flatminima.curvature.epsilon import epsilon_sharpness
 from flatminima.curvature.expected_sharpness import check_expected_sharpness_options, expected_sharpness_kl
 from flatminima.curvature.flat_box import check_flat_box_options, flat_box
 from flatminima.curvature.frobenius import exact_squared_frobenius_norm, hutchinson_squared_frobenius_norm
+from flatminima.curvature.ggn_control_trace import check_control_operator, ggn_control_trace
 from flatminima.curvature.gradients import gradient_variance
 from flatminima.curvature.hessian import HessianOperator
 from flatminima.curvature.lanczos import lanczos_eigenvalues
@@ -50,6 +51,7 @@ _PAC_BAYES = frozenset(
 #: measures that draw random numbers, so need ``generator``.
 STOCHASTIC_MEASURES: frozenset[str] = frozenset(
     {"hutchinson_trace", "hutchpp_trace", "hutchinson_scaled_trace", "hutchinson_squared_frobenius_norm"}
+    | {"ggn_control_trace"}
     | {"lanczos_top_eigenvalue", "lanczos_bottom_eigenvalue", "lanczos_negative_mass", "epsilon_sharpness"}
     | {"worst_case_sharpness", "adaptive_worst_case_sharpness", *_PAC_BAYES}
     | {"hochreiter_box", "expected_sharpness_kl"}
@@ -78,6 +80,7 @@ MEASURE_OPTIONS: dict[str, frozenset[str]] = {
     "exact_trace": _accepts(exact_trace),
     "hutchinson_trace": _accepts(hutchinson_trace),
     "hutchpp_trace": _accepts(hutchpp_trace),
+    "ggn_control_trace": _accepts(ggn_control_trace),
     "exact_scaled_trace": _accepts(exact_scaled_trace),
     "hutchinson_scaled_trace": _accepts(hutchinson_scaled_trace),
     "exact_squared_frobenius_norm": _accepts(exact_squared_frobenius_norm),
@@ -124,6 +127,8 @@ def _check_applicable(
         check_generator("generator", generator)
     if "num_restarts" in options:
         check_int_in_range("num_restarts", options["num_restarts"], low=1)
+    if name == "ggn_control_trace":
+        check_control_operator(operator)
     if name in ("exact_scaled_trace", "hutchinson_scaled_trace") and not hasattr(operator, "block_scale"):
         raise ConfigurationError(
             f"{name} needs parameter blocks (operator.block_scale); {type(operator).__name__} has none."
