@@ -15,7 +15,7 @@ from flatminima.errors import ConfigurationError, InputDataError
 from flatminima.experiments.reproductions import REPRODUCTIONS
 from flatminima.experiments.runner import reproduce
 from flatminima.experiments.studies import dziugaite_roy, schedules_study, stability_escape
-from flatminima.experiments.studies._stored_trials import wilson_interval
+from flatminima.experiments.studies._study_tools import wilson_interval
 from flatminima.experiments.study import Study
 
 TINY_ESCAPE = dataclasses.replace(

@@ -12,7 +12,7 @@ import torch
 from scipy.stats import kendalltau
 
 from flatminima.errors import InputDataError
-from flatminima.experiments.studies import _common as common
+from flatminima.experiments.studies import _study_tools as tools
 from flatminima.experiments.studies import fantastic
 
 
@@ -21,29 +21,29 @@ def test_one_resample_is_scipys_tau_b_of_the_resampled_pairs() -> None:
     y = numpy.array([1.0, 0.0, 2.0, 3.0, 3.0, 0.5, 1.5, 2.0])
     index = torch.randint(len(x), (1, len(x)), generator=torch.Generator().manual_seed(5)).numpy()[0]
     expected = kendalltau(x[index], y[index]).statistic  # tau-b: duplicated points are ties
-    low, high = common.kendall_bootstrap(x, y, torch.Generator().manual_seed(5), resamples=1)
+    low, high = tools.kendall_bootstrap(x, y, torch.Generator().manual_seed(5), resamples=1)
     assert low == pytest.approx(expected, abs=1e-12) and high == pytest.approx(expected, abs=1e-12)
 
 
 def test_interval_is_reproducible_ordered_and_exact_for_concordant_data() -> None:
     x = numpy.arange(12.0)
-    low, high = common.kendall_bootstrap(x, 2 * x + 1, torch.Generator().manual_seed(0), resamples=200)
+    low, high = tools.kendall_bootstrap(x, 2 * x + 1, torch.Generator().manual_seed(0), resamples=200)
     assert (low, high) == (1.0, 1.0)  # every resample is concordant (ties excluded by tau-b)
     rng = numpy.random.default_rng(0)  # data only; the resampling uses the torch generator
     a, b = rng.normal(size=30), rng.normal(size=30)
-    first = common.kendall_bootstrap(a, b, torch.Generator().manual_seed(1), resamples=300)
-    again = common.kendall_bootstrap(a, b, torch.Generator().manual_seed(1), resamples=300)
-    other = common.kendall_bootstrap(a, b, torch.Generator().manual_seed(2), resamples=300)
+    first = tools.kendall_bootstrap(a, b, torch.Generator().manual_seed(1), resamples=300)
+    again = tools.kendall_bootstrap(a, b, torch.Generator().manual_seed(1), resamples=300)
+    other = tools.kendall_bootstrap(a, b, torch.Generator().manual_seed(2), resamples=300)
     assert first == again and first != other
     assert -1 <= first[0] < kendalltau(a, b).statistic < first[1] <= 1
-    assert all(math.isnan(v) for v in common.kendall_bootstrap([1.0], [2.0], torch.Generator()))
+    assert all(math.isnan(v) for v in tools.kendall_bootstrap([1.0], [2.0], torch.Generator()))
     with pytest.raises(InputDataError, match=r"resamples must be >= 1; got resamples=0"):
-        common.kendall_bootstrap(a, b, torch.Generator(), resamples=0)
+        tools.kendall_bootstrap(a, b, torch.Generator(), resamples=0)
 
 
 def test_mean_bootstrap_of_constant_values_is_the_value() -> None:
-    assert common.mean_bootstrap([0.5, 0.5, math.nan], torch.Generator().manual_seed(0)) == (0.5, 0.5)
-    assert all(math.isnan(v) for v in common.mean_bootstrap([], torch.Generator()))
+    assert tools.mean_bootstrap([0.5, 0.5, math.nan], torch.Generator().manual_seed(0)) == (0.5, 0.5)
+    assert all(math.isnan(v) for v in tools.mean_bootstrap([], torch.Generator()))
 
 
 def _frame(seed_count: int = 3) -> pandas.DataFrame:

@@ -193,6 +193,13 @@ def finish(fig: Any, text: str, path: Any) -> Any:
     return path
 
 
+def usable(frame: Any) -> Any:
+    """The models that ran and reached the target loss (no rows if none has)."""
+    if not len(frame) or "reached_target" not in frame:
+        return frame.iloc[0:0]
+    return frame[(frame["status"] == "ok") & frame["reached_target"].astype(bool)]
+
+
 def table_from(frame: Any, by: str, columns: Mapping[str, str]) -> tuple[list[str], list[list[str]]]:
     """Per value of ``by``: mean ± std over rows of every column (headers from ``columns``' values)."""
     headers = [by, "n", *columns.values()]
@@ -202,166 +209,7 @@ def table_from(frame: Any, by: str, columns: Mapping[str, str]) -> tuple[list[st
     return headers, rows
 
 
-# ---- stored trials: one trained model = one trial of the SQLite store, so a run resumes -------------
-
-
-def study_trial(
-    sweep: str, params: Mapping[str, Any], cell: Mapping[str, Any], seed: int, options: Mapping[str, Any]
-) -> Any:
-    """One model of a network study as a :class:`~flatminima.experiments.trial.Trial` of the store.
-
-    Its key hashes (sweep, params, options, seed): ``params`` must hold every setting that changes the
-    model and ``options`` every setting that changes its measures, so a changed study never reuses
-    stale rows.
-    """
-    from flatminima.experiments.trial import Trial
-
-    return Trial(sweep, "digits", dict(params), dict(cell), "sgd", "sgd", dict(options), seed=seed, draw=0)
-
-
-def run_stored(
-    trials: Sequence[tuple[Any, Callable[[], Mapping[str, Any]]]],
-    *,
-    sweep: str,
-    study: str,
-    config: Mapping[str, Any],
-    store: Any,
-    progress: bool,
-) -> tuple[list[Any], Any]:
-    """Run the (trial, compute) pairs not yet in ``store``; return every record (in order) and a summary.
-
-    The sweep is registered as ``{"name": sweep, "study": study, "config": config}`` (a changed config
-    with stored trials is refused by the store); ``compute()`` returns the trial's metrics. A trial that
-    raises is stored as failed with its one-line reason and the study goes on. ``store`` None runs all.
-    Returns (the records, in the order of ``trials``; a :class:`~flatminima.experiments.sweep.SweepResult`).
-    """
-    import datetime
-    import socket
-    import time
-
-    from flatminima import __version__
-    from flatminima.experiments.progress import SweepProgress
-    from flatminima.experiments.sweep import SweepResult
-    from flatminima.experiments.trial import TrialRecord
-
-    keys = [trial.key for trial, _ in trials]
-    finished: set[str] = set()
-    if store is not None:
-        store.register_sweep({"name": sweep, "study": study, "config": dict(config)})
-        finished = store.finished_keys(keys)
-    pending = [(trial, compute) for trial, compute in trials if trial.key not in finished]
-    records: dict[str, Any] = {}
-    start, failed = time.perf_counter(), 0
-    with SweepProgress(sweep, len(pending), skipped=len(finished), enabled=progress) as bar:
-        for trial, compute in pending:
-            begin = time.perf_counter()
-            try:
-                metrics, status, error = dict(compute()), "ok", None
-            except Exception as failure:  # a failing model is recorded; the study goes on
-                reason = " ".join(f"{type(failure).__name__}: {failure}".split())
-                metrics, status, error = {}, "failed", reason
-            record = TrialRecord(
-                key=trial.key,
-                trial=trial.to_dict(),
-                metrics=metrics,
-                status=status,
-                error=error,
-                duration=time.perf_counter() - begin,
-                host=socket.gethostname(),
-                version=__version__,
-                created=datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
-            )
-            records[trial.key] = record
-            if store is not None:
-                store.write(record)
-            failed += status == "failed"
-            bar.advance(failed=status == "failed")
-    if store is not None:
-        wanted = set(keys)
-        records.update({r.key: r for r in store.records(sweep) if r.key in wanted})
-    result = SweepResult(
-        sweep,
-        len(trials),
-        len(finished),
-        len(pending),
-        failed,
-        time.perf_counter() - start,
-        "in-process (network study)",
-    )
-    return [records[key] for key in keys if key in records], result
-
-
-def records_frame(records: Sequence[Any], params: Sequence[str]) -> Any:
-    """One row per record: its key, the trial parameters ``params``, status, error, duration, metrics."""
-    import pandas
-
-    rows = []
-    for record in records:
-        row = {"key": record.key, **{p: record.trial["params"][p] for p in params}}
-        row.update(status=record.status, error=record.error, duration=record.duration, **record.metrics)
-        rows.append(row)
-    return pandas.DataFrame(rows)
-
-
 # ---- statistics and figures over seeds -------------------------------------------------------------
-
-
-def kendall_bootstrap(
-    x: Any, y: Any, generator: torch.Generator, *, resamples: int = 1000, level: float = 0.95
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of Kendall's tau-b of (x, y), resampling the n pairs with replacement.
-
-    Each resample draws n indices uniformly with replacement from ``generator`` and computes
-
-        tau_b = sum_{i,j} s^x_ij s^y_ij / sqrt(sum s^x_ij^2 sum s^y_ij^2),  s^x_ij = sign(x_i - x_j),
-
-    (scipy's tau-b, ties handled; pairs of a duplicated point are ties); resamples where x or y is
-    constant give no tau and are left out. The interval is the (1 - level)/2 and (1 + level)/2
-    percentiles of the rest (NaN, NaN when fewer than two pairs or no resample has a tau).
-    """
-    import numpy
-
-    check_int_in_range("resamples", resamples, low=1)
-    check_real("level", level, low=0.0, high=1.0, low_open=True, high_open=True)
-    xs, ys = numpy.asarray(x, dtype=float), numpy.asarray(y, dtype=float)
-    n = len(xs)
-    if n < 2:
-        return math.nan, math.nan
-    chunk = max(1, 4_000_000 // (n * n))
-    taus = []
-    for begin in range(0, resamples, chunk):
-        count = min(chunk, resamples - begin)
-        index = torch.randint(n, (count, n), generator=generator).numpy()
-        a, b = xs[index], ys[index]
-        sa = numpy.sign(a[:, :, None] - a[:, None, :])
-        sb = numpy.sign(b[:, :, None] - b[:, None, :])
-        denominator = numpy.sqrt((sa * sa).sum((1, 2)) * (sb * sb).sum((1, 2)))
-        numerator = (sa * sb).sum((1, 2))
-        with numpy.errstate(invalid="ignore", divide="ignore"):
-            taus.append(numpy.where(denominator > 0, numerator / denominator, numpy.nan))
-    values = numpy.concatenate(taus)
-    values = values[~numpy.isnan(values)]
-    if values.size == 0:
-        return math.nan, math.nan
-    low, high = numpy.percentile(values, [50 * (1 - level), 50 * (1 + level)])
-    return float(low), float(high)
-
-
-def mean_bootstrap(
-    values: Any, generator: torch.Generator, *, resamples: int = 1000, level: float = 0.95
-) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean of ``values`` (NaNs dropped; NaN, NaN if none are left)."""
-    import numpy
-
-    check_int_in_range("resamples", resamples, low=1)
-    array = numpy.asarray(values, dtype=float)
-    array = array[~numpy.isnan(array)]
-    if array.size == 0:
-        return math.nan, math.nan
-    index = torch.randint(array.size, (resamples, array.size), generator=generator).numpy()
-    means = array[index].mean(1)
-    low, high = numpy.percentile(means, [50 * (1 - level), 50 * (1 + level)])
-    return float(low), float(high)
 
 
 def seed_summary(frame: Any, by: Sequence[str], column: str) -> Any:

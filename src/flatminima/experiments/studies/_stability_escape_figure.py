@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from flatminima.experiments.studies import _common as common
-from flatminima.experiments.studies._stored_trials import wilson_interval
+from flatminima.experiments.studies._study_tools import wilson_interval
 
 MARKERS = {"sensing": "o", "digits": "s"}
 

@@ -1,138 +1,30 @@
-"""Shared pieces of the wen-xor, dauphin-index and choromanska-minima studies.
+"""Statistics and figure helpers of the network studies.
 
-* :func:`run_stored`: run groups of trials (trained together, e.g. a batch of networks) into the SQLite
-  store, one record per trial keyed by its configuration, and skip the groups whose trials are all
-  stored, so an interrupted study resumes where it stopped (the mechanism of ``fantastic-measures``);
 * :func:`bootstrap_interval`: a percentile bootstrap confidence interval of any statistic of rows
-  resampled with replacement, drawn from an explicit generator;
-* :func:`spearman`: Spearman's rank correlation (NaN when a variable is constant).
+  resampled with replacement, drawn from an explicit generator; :func:`kendall_bootstrap` (Kendall's
+  tau-b, vectorized) and :func:`mean_bootstrap` (the mean) are its special cases of the
+  ``fantastic-measures`` study;
+* :func:`wilson_interval`: the Wilson score interval of a binomial proportion;
+* :func:`spearman`: Spearman's rank correlation (NaN when a variable is constant);
+* :func:`interval_text`, :func:`legend`, :func:`error_bars`, :func:`plain_log_ticks`: tables and figures.
+
+The stored-trial loop the studies share is :mod:`~flatminima.experiments.studies._stored_trials`.
 
 References:
     B. Efron, R. J. Tibshirani. An introduction to the bootstrap. Chapman & Hall, 1993 (percentile
     intervals).
+    E. B. Wilson. Probable inference, the law of succession, and statistical inference. JASA 22, 1927.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import datetime
-import functools
 import math
-import socket
-import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 
-from flatminima.experiments.progress import SweepProgress
-from flatminima.experiments.sweep import SweepResult
-from flatminima.experiments.trial import Trial, TrialRecord
-
-#: a group of trials computed together and the function returning one metrics dict per trial, in order.
-Group = tuple[Sequence[Trial], Callable[[], Sequence[Mapping[str, Any]]]]
-
-
-def make_trial(
-    sweep: str, problem: str, params: Mapping[str, Any], settings: Mapping[str, Any], *, seed: int, draw: int
-) -> Trial:
-    """A study trial: ``params`` are its grid coordinates, ``settings`` the study settings it depends on.
-
-    Both enter the key, so a study run with other settings never reuses stale rows.
-    """
-    method = str(params.get("algorithm", "study"))
-    return Trial(
-        sweep, problem, dict(params), dict(params), method, method, dict(settings), seed=seed, draw=draw
-    )
-
-
-def _record(
-    trial: Trial, metrics: Mapping[str, Any], status: str, error: str | None, duration: float
-) -> TrialRecord:
-    from flatminima import __version__
-
-    return TrialRecord(
-        key=trial.key,
-        trial=trial.to_dict(),
-        metrics=dict(metrics),
-        status=status,
-        error=error,
-        duration=duration,
-        host=socket.gethostname(),
-        version=__version__,
-        created=datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds"),
-    )
-
-
-def run_stored(
-    groups: Sequence[Group], *, sweep: str, name: str, config: Any, store: Any, progress: bool
-) -> tuple[list[TrialRecord], SweepResult]:
-    """Compute every group with a trial missing from ``store`` and return all records, in trial order.
-
-    A group whose computation raises is recorded as failed (every trial of it, with the one-line error);
-    the study goes on. ``store`` may be None (nothing is stored or skipped). The sweep is registered
-    with the study's name and configuration, as for the other studies.
-    """
-    trials = [trial for group, _ in groups for trial in group]
-    if store is not None:
-        store.register_sweep({"name": sweep, "study": name, "config": dataclasses.asdict(config)})
-        finished = store.finished_keys([t.key for t in trials])
-    else:
-        finished = set()
-    pending = [(group, compute) for group, compute in groups if any(t.key not in finished for t in group)]
-    records: dict[str, TrialRecord] = {}
-    start = time.perf_counter()
-    failed = completed = 0
-    with SweepProgress(sweep, len(pending), skipped=len(groups) - len(pending), enabled=progress) as bar:
-        for group, compute in pending:
-            begin = time.perf_counter()
-            outcomes: list[tuple[dict[str, Any], str, str | None]]
-            try:
-                outcomes = [(dict(m), "ok", None) for m in compute()]
-                if len(outcomes) != len(group):
-                    raise RuntimeError(f"expected {len(group)} metrics dicts, got {len(outcomes)}")
-            except Exception as failure:  # a failing group is recorded; the study goes on
-                message = " ".join(f"{type(failure).__name__}: {failure}".split())
-                outcomes = [({}, "failed", message)] * len(group)
-            duration = (time.perf_counter() - begin) / len(group)
-            for trial, (metrics, status, error) in zip(group, outcomes, strict=True):
-                if trial.key in finished:
-                    continue
-                record = _record(trial, metrics, status, error, duration)
-                records[trial.key] = record
-                if store is not None:
-                    store.write(record)
-                completed += 1
-                failed += status == "failed"
-            bar.advance(failed=outcomes[0][1] == "failed")
-    if store is not None:
-        keys = {t.key for t in trials}
-        records.update({r.key: r for r in store.records(sweep) if r.key in keys and r.key not in records})
-    result = SweepResult(
-        sweep,
-        len(trials),
-        len(finished),
-        completed,
-        failed,
-        time.perf_counter() - start,
-        "in-process (network study)",
-    )
-    return [records[t.key] for t in trials if t.key in records], result
-
-
-def records_rows(records: Sequence[TrialRecord]) -> list[dict[str, Any]]:
-    """One dict per record: the trial's grid coordinates, seed, draw, status, error and metrics.
-
-    Coordinates and metrics come in sorted order (as the store's canonical JSON holds them), so a fresh
-    and a resumed run give the same columns.
-    """
-    rows = []
-    for record in records:
-        row = dict(sorted(record.trial["params"].items()))
-        row.update(seed=record.trial["seed"], draw=record.trial["draw"])
-        row.update(status=record.status, error=record.error, **dict(sorted(record.metrics.items())))
-        rows.append(row)
-    return rows
+from flatminima._checks import check_int_in_range, check_real
 
 
 def spearman(x: Sequence[float], y: Sequence[float]) -> float:
@@ -175,20 +67,87 @@ def bootstrap_interval(
     return float(low), float(high)
 
 
+def kendall_bootstrap(
+    x: Any, y: Any, generator: torch.Generator, *, resamples: int = 1000, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of Kendall's tau-b of (x, y), resampling the n pairs with replacement.
+
+    Each resample draws n indices uniformly with replacement from ``generator`` and computes
+
+        tau_b = sum_{i,j} s^x_ij s^y_ij / sqrt(sum s^x_ij^2 sum s^y_ij^2),  s^x_ij = sign(x_i - x_j),
+
+    (scipy's tau-b, ties handled; pairs of a duplicated point are ties); resamples where x or y is
+    constant give no tau and are left out. The interval is the (1 - level)/2 and (1 + level)/2
+    percentiles of the rest (NaN, NaN when fewer than two pairs or no resample has a tau).
+    """
+    import numpy
+
+    check_int_in_range("resamples", resamples, low=1)
+    check_real("level", level, low=0.0, high=1.0, low_open=True, high_open=True)
+    xs, ys = numpy.asarray(x, dtype=float), numpy.asarray(y, dtype=float)
+    n = len(xs)
+    if n < 2:
+        return math.nan, math.nan
+    chunk = max(1, 4_000_000 // (n * n))
+    taus = []
+    for begin in range(0, resamples, chunk):
+        count = min(chunk, resamples - begin)
+        index = torch.randint(n, (count, n), generator=generator).numpy()
+        a, b = xs[index], ys[index]
+        sa = numpy.sign(a[:, :, None] - a[:, None, :])
+        sb = numpy.sign(b[:, :, None] - b[:, None, :])
+        denominator = numpy.sqrt((sa * sa).sum((1, 2)) * (sb * sb).sum((1, 2)))
+        numerator = (sa * sb).sum((1, 2))
+        with numpy.errstate(invalid="ignore", divide="ignore"):
+            taus.append(numpy.where(denominator > 0, numerator / denominator, numpy.nan))
+    values = numpy.concatenate(taus)
+    values = values[~numpy.isnan(values)]
+    if values.size == 0:
+        return math.nan, math.nan
+    low, high = numpy.percentile(values, [50 * (1 - level), 50 * (1 + level)])
+    return float(low), float(high)
+
+
+def mean_bootstrap(
+    values: Any, generator: torch.Generator, *, resamples: int = 1000, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values`` (NaNs dropped; NaN, NaN if none are left)."""
+    import numpy
+
+    check_int_in_range("resamples", resamples, low=1)
+    array = numpy.asarray(values, dtype=float)
+    array = array[~numpy.isnan(array)]
+    if array.size == 0:
+        return math.nan, math.nan
+    index = torch.randint(array.size, (resamples, array.size), generator=generator).numpy()
+    means = array[index].mean(1)
+    low, high = numpy.percentile(means, [50 * (1 - level), 50 * (1 + level)])
+    return float(low), float(high)
+
+
+def wilson_interval(successes: int, trials: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """The Wilson score interval (95 % by default) of a binomial proportion; (nan, nan) for 0 trials.
+
+    Example:
+        >>> [round(v, 4) for v in wilson_interval(0, 10)]
+        [0.0, 0.2775]
+    """
+    import math
+
+    if trials <= 0:
+        return math.nan, math.nan
+    p = successes / trials
+    denominator = 1.0 + z * z / trials
+    centre = (p + z * z / (2 * trials)) / denominator
+    half = z * math.sqrt(p * (1 - p) / trials + z * z / (4 * trials * trials)) / denominator
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def interval_text(value: float, interval: tuple[float, float]) -> str:
     """``value [low, high]`` with three significant digits (``-`` for NaN)."""
     if math.isnan(value):
         return "-"
     return f"{value:.3g} [{interval[0]:.3g}, {interval[1]:.3g}]"
-
-
-def single(function: Callable[..., Mapping[str, Any]], *args: Any) -> Callable[[], list[Mapping[str, Any]]]:
-    """The computation of a one-trial group: ``[function(*args)]``, evaluated when called."""
-    return functools.partial(_listed, function, *args)
-
-
-def _listed(function: Callable[..., Mapping[str, Any]], *args: Any) -> list[Mapping[str, Any]]:
-    return [function(*args)]
 
 
 def legend(ax: Any, **options: Any) -> None:

@@ -31,6 +31,7 @@ from flatminima._checks import check_int_in_range, check_real
 from flatminima.errors import ConfigurationError
 from flatminima.experiments.studies import _common as common
 from flatminima.experiments.studies import _study_tools as tools
+from flatminima.experiments.studies._stored_trials import Group, make_trial, records_rows, run_groups, single
 from flatminima.experiments.study import StudyOutput
 from flatminima.networks import Dataset, evaluate
 
@@ -100,15 +101,15 @@ def train_and_evaluate(config: ChoromanskaConfig, width: int, seed: int) -> dict
     return out
 
 
-def _groups(config: ChoromanskaConfig, sweep: str) -> list[tools.Group]:
+def _groups(config: ChoromanskaConfig, sweep: str) -> list[Group]:
     settings = {
         k: getattr(config, k) for k in ("data_seed", "num_train", "learning_rate", "batch_size", "epochs")
     }
-    groups: list[tools.Group] = []
+    groups: list[Group] = []
     for width in config.widths:
         for seed in config.seeds:
-            trial = tools.make_trial(sweep, "digits", {"width": width}, settings, seed=seed, draw=0)
-            groups.append(([trial], tools.single(train_and_evaluate, config, width, seed)))
+            trial = make_trial(sweep, "digits", {"width": width}, method="study", seed=seed, options=settings)
+            groups.append(([trial], single(train_and_evaluate, config, width, seed)))
     return groups
 
 
@@ -167,10 +168,10 @@ def run(
     import pandas
 
     digits_split(config)  # a batch larger than the training set is refused before anything runs
-    records, result = tools.run_stored(
+    records, result = run_groups(
         _groups(config, sweep), sweep=sweep, name=name, config=config, store=store, progress=progress
     )
-    frame = pandas.DataFrame(tools.records_rows(records))
+    frame = pandas.DataFrame(records_rows(records))
     if "diverged" not in frame:
         frame["diverged"] = None
     table = spreads(frame, config)

@@ -48,6 +48,7 @@ from flatminima.curvature import HessianOperator
 from flatminima.experiments.studies import _common as common
 from flatminima.experiments.studies import _study_tools as tools
 from flatminima.experiments.studies._critical_points import TanhRegression, levenberg_marquardt
+from flatminima.experiments.studies._stored_trials import Group, make_trial, records_rows, run_groups, single
 from flatminima.experiments.study import StudyOutput
 
 NUM_FEATURES = 16  # 4x4 pooled digits
@@ -140,15 +141,17 @@ def find_and_measure(config: DauphinConfig, seed: int, steps: int) -> dict[str, 
     return out
 
 
-def _groups(config: DauphinConfig, sweep: str) -> list[tools.Group]:
+def _groups(config: DauphinConfig, sweep: str) -> list[Group]:
     settings = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
     for name in ("seeds", "gd_steps", "high_loss_fraction", "num_outliers", "num_resamples"):
         del settings[name]  # the grid and the analysis do not change a start's result
-    groups: list[tools.Group] = []
+    groups: list[Group] = []
     for seed in config.seeds:
         for steps in config.gd_steps:
-            trial = tools.make_trial(sweep, "digits-tanh", {"gd_steps": steps}, settings, seed=seed, draw=0)
-            groups.append(([trial], tools.single(find_and_measure, config, seed, steps)))
+            trial = make_trial(
+                sweep, "digits-tanh", {"gd_steps": steps}, method="study", seed=seed, options=settings
+            )
+            groups.append(([trial], single(find_and_measure, config, seed, steps)))
     return groups
 
 
@@ -207,10 +210,10 @@ def run(
     """Find critical points (resuming from the store), analyse, write the spectra, draw; see the module."""
     import pandas
 
-    records, result = tools.run_stored(
+    records, result = run_groups(
         _groups(config, sweep), sweep=sweep, name=name, config=config, store=store, progress=progress
     )
-    full = pandas.DataFrame(tools.records_rows(records))
+    full = pandas.DataFrame(records_rows(records))
     for column in ("kept", "converged", "eigenvalues"):
         if column not in full:
             full[column] = None

@@ -153,7 +153,7 @@ def run(
     units = []
     for seed, size in cells:
         params = {"seed": seed, "train_size": size if size is not None else full, "config": shared}
-        trial = make_trial(sweep, "binary_digits", params, "dziugaite_roy", seed)
+        trial = make_trial(sweep, "binary_digits", params, method="dziugaite_roy", seed=seed)
         units.append((trial, functools.partial(bound_terms, config, seed, size)))
     records, result = run_units(units, name=name, sweep=sweep, config=config, store=store, progress=progress)
     frame = records_frame(records).drop(columns=["config"])

@@ -16,7 +16,7 @@ Models that do not reach the target are kept in the CSV and left out of the corr
 
 Every tau has a percentile bootstrap interval (``bootstrap_resamples`` resamples, ``confidence`` level,
 from a generator seeded by ``bootstrap_seed``): the overall tau resamples the models with replacement
-(:func:`~flatminima.experiments.studies._common.kendall_bootstrap`); psi_h resamples the groups of
+(:func:`~flatminima.experiments.studies._study_tools.kendall_bootstrap`); psi_h resamples the groups of
 models that differ only in h (each group's tau fixed: resampling models would break the groups), and
 Psi averages the resampled psi_h. The caption names the measures whose tau interval excludes 0.
 
@@ -59,6 +59,8 @@ from torch import nn
 from flatminima._checks import check_int_in_range, check_real
 from flatminima.curvature import measure
 from flatminima.experiments.studies import _common as common
+from flatminima.experiments.studies._stored_trials import make_trial, records_frame, run_units
+from flatminima.experiments.studies._study_tools import kendall_bootstrap, mean_bootstrap
 from flatminima.experiments.study import StudyOutput
 from flatminima.networks import evaluate, linear_layers
 from flatminima.random import child_generators
@@ -181,7 +183,7 @@ def _trial(config: FantasticConfig, sweep: str, hp: dict[str, Any]) -> Any:
     cell = {k: v for k, v in hp.items() if k != "seed"}
     # the measures are part of the key: a study with other measures never reuses stale rows
     options = {"measures": list(MEASURE_NAMES), **NEW_MEASURE_OPTIONS}
-    return common.study_trial(sweep, params, cell, hp["seed"], options)
+    return make_trial(sweep, "digits", params, method="sgd", seed=hp["seed"], cell=cell, options=options)
 
 
 def train_and_measure(config: FantasticConfig, hp: dict[str, Any]) -> dict[str, Any]:
@@ -227,10 +229,8 @@ def run(
         (_trial(config, sweep, hp), functools.partial(train_and_measure, config, hp)) for hp in config.grid()
     ]
     stored = {k: v for k, v in dataclasses.asdict(config).items() if k not in ANALYSIS_FIELDS}
-    records, result = common.run_stored(
-        trials, sweep=sweep, study=name, config=stored, store=store, progress=progress
-    )
-    frame = common.records_frame(records, HYPERPARAMETERS)
+    records, result = run_units(trials, name=name, sweep=sweep, config=stored, store=store, progress=progress)
+    frame = records_frame(records, HYPERPARAMETERS, key=True)
     taus = correlations(
         frame, resamples=config.bootstrap_resamples, seed=config.bootstrap_seed, level=config.confidence
     )
@@ -298,11 +298,11 @@ def correlations(frame: Any, *, resamples: int = 1000, seed: int = 0, level: flo
         row["Psi"] = float(numpy.mean(psis)) if psis else math.nan
         row["models"] = len(ok)
         usable = ok[[measure_name, "gap_error"]].dropna()
-        row["tau_low"], row["tau_high"] = common.kendall_bootstrap(
+        row["tau_low"], row["tau_high"] = kendall_bootstrap(
             usable[measure_name], usable["gap_error"], generator, resamples=resamples, level=level
         )
         for h in varied:
-            row[f"{h}_low"], row[f"{h}_high"] = common.mean_bootstrap(
+            row[f"{h}_low"], row[f"{h}_high"] = mean_bootstrap(
                 groups[h], generator, resamples=resamples, level=level
             )
         row["Psi_low"], row["Psi_high"] = _psi_interval(

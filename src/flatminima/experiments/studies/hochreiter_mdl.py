@@ -43,6 +43,7 @@ from flatminima._checks import check_int_in_range, check_real
 from flatminima.curvature import flat_box
 from flatminima.errors import ConfigurationError
 from flatminima.experiments.studies import _common as common
+from flatminima.experiments.studies._stored_trials import make_trial, records_frame, run_units
 from flatminima.experiments.study import StudyOutput
 from flatminima.networks import evaluate, parameter_count
 
@@ -136,12 +137,11 @@ def run(
         for regime, batch in sizes.items():
             params = {"seed": seed, "regime": regime, "batch_size": batch, **training}
             options = {**box, "granularities": list(config.granularities)}
-            trial = common.study_trial(sweep, params, {"regime": regime}, seed, options)
+            cell = {"regime": regime}
+            trial = make_trial(sweep, "digits", params, method="sgd", seed=seed, cell=cell, options=options)
             trials.append((trial, functools.partial(train_and_measure, config, seed, batch)))
-    records, result = common.run_stored(
-        trials, sweep=sweep, study=name, config=dataclasses.asdict(config), store=store, progress=progress
-    )
-    frame = common.records_frame(records, ("seed", "regime", "batch_size"))
+    records, result = run_units(trials, name=name, sweep=sweep, config=config, store=store, progress=progress)
+    frame = records_frame(records, ("seed", "regime", "batch_size"), key=True)
     layers = []
     for row in frame.to_dict("records"):
         for granularity in config.granularities:

@@ -49,6 +49,7 @@ from flatminima._checks import check_int_in_range, check_real
 from flatminima.curvature import expected_sharpness_kl, measure
 from flatminima.errors import ConfigurationError
 from flatminima.experiments.studies import _common as common
+from flatminima.experiments.studies._stored_trials import make_trial, records_frame, run_units
 from flatminima.experiments.study import StudyOutput
 from flatminima.networks import Dataset, evaluate
 from flatminima.networks.data import NUM_DIGITS
@@ -181,9 +182,8 @@ def _trial(config: RandomLabelsConfig, sweep: str, fraction: float, num_train: i
         "sigmas": list(config.sigmas),
         "sharpness_samples": config.sharpness_samples,
     }
-    return common.study_trial(
-        sweep, params, {"label_fraction": fraction, "num_train": num_train}, seed, options
-    )
+    cell = {"label_fraction": fraction, "num_train": num_train}
+    return make_trial(sweep, "digits", params, method="sgd", seed=seed, cell=cell, options=options)
 
 
 def run(
@@ -197,10 +197,8 @@ def run(
         (_trial(config, sweep, f, n, s), functools.partial(train_and_measure, config, f, n, s))
         for s, n, f in grid
     ]
-    records, result = common.run_stored(
-        trials, sweep=sweep, study=name, config=dataclasses.asdict(config), store=store, progress=progress
-    )
-    frame = common.records_frame(records, PARAMS)
+    records, result = run_units(trials, name=name, sweep=sweep, config=config, store=store, progress=progress)
+    frame = records_frame(records, PARAMS, key=True)
     curves = []
     for row in frame.itertuples():
         for k, sigma in enumerate(config.sigmas if isinstance(getattr(row, "curve_kl", None), list) else ()):
@@ -218,7 +216,7 @@ def run(
     curve = pandas.DataFrame(curves)
     curve.to_csv(out_dir / f"{name}_curves.csv", index=False)
     frame = frame.drop(columns=[c for c in frame.columns if c.startswith("curve_")])
-    ok = _usable(frame)
+    ok = common.usable(frame)
     figure = _draw(
         ok,
         curve[curve["key"].isin(set(ok["key"]))] if len(curve) else curve,
@@ -242,13 +240,6 @@ def run(
     }
     table = common.table_from(summary, "setting", columns) if len(summary) else (["setting"], [])
     return StudyOutput(frame, figure, table, (result,))
-
-
-def _usable(frame: Any) -> Any:
-    """The models that ran and reached the target loss."""
-    if not len(frame) or "reached_target" not in frame:
-        return frame.iloc[0:0]
-    return frame[(frame["status"] == "ok") & frame["reached_target"].astype(bool)]
 
 
 def finding(ok: Any, frame: Any) -> str:

@@ -343,7 +343,7 @@ def run(
     for seed in config.seeds:
         for label in config.schedules:
             params = {"setting": "digits", "schedule": label, "seed": seed, "init": "-", "solver": "sgd"}
-            trial = make_trial(sweep, "digits", {**params, "config": shared}, "schedule", seed)
+            trial = make_trial(sweep, "digits", {**params, "config": shared}, method="schedule", seed=seed)
             units.append((trial, functools.partial(train_digits, config, seed, label)))
     for seed in config.sensing_seeds:
         for init in ("small", "large"):
@@ -357,7 +357,7 @@ def run(
                         "solver": solver_name,
                     }
                     trial = make_trial(
-                        sweep, "matrix_sensing", {**params, "config": shared}, "schedule", seed
+                        sweep, "matrix_sensing", {**params, "config": shared}, method="schedule", seed=seed
                     )
                     units.append(
                         (trial, functools.partial(train_sensing, config, seed, init, solver_name, label))

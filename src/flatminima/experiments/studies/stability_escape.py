@@ -402,7 +402,9 @@ def run(
             for fraction in config.step_fractions:
                 for batch in (*config.batch_sizes, None):
                     params = {"setting": kind, "minimum": label, "fraction": fraction, "batch_size": batch}
-                    trial = make_trial(sweep, kind, {**params, "config": shared}, "sgd-escape", config.seed)
+                    trial = make_trial(
+                        sweep, kind, {**params, "config": shared}, method="sgd-escape", seed=config.seed
+                    )
                     units.append((trial, functools.partial(cell, kind, label, fraction, batch)))
     records, result = run_units(units, name=name, sweep=sweep, config=config, store=store, progress=progress)
     frame = records_frame(records).drop(columns=["config"])

@@ -47,6 +47,7 @@ from flatminima.errors import ConfigurationError
 from flatminima.experiments.studies import _common as common
 from flatminima.experiments.studies import _study_tools as tools
 from flatminima.experiments.studies import _two_layer as two_layer
+from flatminima.experiments.studies._stored_trials import Group, make_trial, records_rows, run_groups
 from flatminima.experiments.study import StudyOutput
 from flatminima.networks import Dataset, xor_split
 
@@ -160,7 +161,7 @@ def train_and_measure(
     return rows
 
 
-def _groups(config: WenXorConfig, sweep: str) -> list[tools.Group]:
+def _groups(config: WenXorConfig, sweep: str) -> list[Group]:
     settings = {
         k: getattr(config, k)
         for k in ("width", "num_train", "num_test", "data_seed", "learning_rate", "rho", "target_loss")
@@ -168,14 +169,16 @@ def _groups(config: WenXorConfig, sweep: str) -> list[tools.Group]:
     settings.update(
         max_steps=config.max_steps, sam_steps=config.sam_steps, models_per_seed=config.models_per_seed
     )
-    groups: list[tools.Group] = []
+    groups: list[Group] = []
     for bias in config.biases:
         for scale in config.init_scales:
             for algorithm in config.algorithms:
                 for seed in config.seeds:
                     params = {"bias": bias, "init_scale": scale, "algorithm": algorithm}
                     trials = [
-                        tools.make_trial(sweep, "xor", params, settings, seed=seed, draw=index)
+                        make_trial(
+                            sweep, "xor", params, method=algorithm, seed=seed, options=settings, draw=index
+                        )
                         for index in range(config.models_per_seed)
                     ]
                     compute = functools.partial(train_and_measure, config, bias, algorithm, scale, seed)
@@ -189,10 +192,10 @@ def run(
     """Train (resuming from the store), measure, correlate, draw; see the module."""
     import pandas
 
-    records, result = tools.run_stored(
+    records, result = run_groups(
         _groups(config, sweep), sweep=sweep, name=name, config=config, store=store, progress=progress
     )
-    frame = pandas.DataFrame(tools.records_rows(records))
+    frame = pandas.DataFrame(records_rows(records))
     summary = summarize(frame, config)
     summary.to_csv(out_dir / f"{name}_summary.csv", index=False)
     figure = _draw(frame, summary, config, out_dir / f"{name}.png")

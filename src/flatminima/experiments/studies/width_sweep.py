@@ -40,6 +40,7 @@ from flatminima._checks import check_int_in_range, check_real
 from flatminima.curvature import measure
 from flatminima.errors import ConfigurationError
 from flatminima.experiments.studies import _common as common
+from flatminima.experiments.studies._stored_trials import make_trial, records_frame, run_units
 from flatminima.experiments.study import StudyOutput
 from flatminima.networks import evaluate, parameter_count
 
@@ -147,16 +148,22 @@ def run(
     options = {"measures": list(MEASURES), "sharpness_sigma": config.sharpness_sigma, "box": BOX_OPTIONS}
     trials = [
         (
-            common.study_trial(sweep, {"width": w, "seed": s, **settings}, {"width": w}, s, options),
+            make_trial(
+                sweep,
+                "digits",
+                {"width": w, "seed": s, **settings},
+                method="sgd",
+                seed=s,
+                cell={"width": w},
+                options=options,
+            ),
             functools.partial(train_and_measure, config, w, s),
         )
         for s, w in itertools.product(config.seeds, config.widths)
     ]
-    records, result = common.run_stored(
-        trials, sweep=sweep, study=name, config=dataclasses.asdict(config), store=store, progress=progress
-    )
-    frame = common.records_frame(records, ("width", "seed"))
-    ok = _usable(frame)
+    records, result = run_units(trials, name=name, sweep=sweep, config=config, store=store, progress=progress)
+    frame = records_frame(records, ("width", "seed"), key=True)
+    ok = common.usable(frame)
     figure = _draw(ok, frame, config, out_dir / f"{name}.png")
     columns = {
         "epochs": "epochs",
@@ -170,12 +177,6 @@ def run(
     }
     table = common.table_from(ok, "width", columns) if len(ok) else (["width"], [])
     return StudyOutput(frame, figure, table, (result,))
-
-
-def _usable(frame: Any) -> Any:
-    if not len(frame) or "reached_target" not in frame:
-        return frame.iloc[0:0]
-    return frame[(frame["status"] == "ok") & frame["reached_target"].astype(bool)]
 
 
 def finding(ok: Any, frame: Any) -> str:
