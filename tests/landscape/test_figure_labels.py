@@ -135,15 +135,16 @@ def cell_contrasts(fig: Figure) -> list[float]:
 
 @pytest.fixture
 def drawn(monkeypatch: pytest.MonkeyPatch) -> list[Figure]:
-    """The figures the studies save (``_common.finish`` still saves and closes them)."""
+    """The figures the studies save (``_common.finish`` / ``finish_captioned`` still save and close them)."""
     figures: list[Figure] = []
-    finish = _common.finish
+    for name in ("finish", "finish_captioned"):
+        original = getattr(_common, name)
 
-    def spy(fig: Figure, text: str, path: Any) -> Any:
-        figures.append(fig)
-        return finish(fig, text, path)
+        def spy(fig: Figure, text: str, path: Any, *args: Any, _saver: Any = original, **kw: Any) -> Any:
+            figures.append(fig)
+            return _saver(fig, text, path, *args, **kw)
 
-    monkeypatch.setattr(_common, "finish", spy)
+        monkeypatch.setattr(_common, name, spy)
     return figures
 
 
