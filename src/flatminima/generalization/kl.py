@@ -100,16 +100,7 @@ def kl_inverse_upper(q: float, budget: float) -> float:
         return q
     if _kl(q, 1.0) <= budget:
         return 1.0
-    low, high = q, 1.0
-    for _ in range(_MAX_HALVINGS):
-        middle = 0.5 * (low + high)
-        if middle in (low, high):
-            break
-        if _kl(q, middle) > budget:
-            high = middle
-        else:
-            low = middle
-    return high
+    return _bisect(q, budget, q, 1.0, upper=True)
 
 
 def kl_inverse_lower(q: float, budget: float) -> float:
@@ -135,16 +126,24 @@ def kl_inverse_lower(q: float, budget: float) -> float:
         return q
     if _kl(q, 0.0) <= budget:
         return 0.0
-    low, high = 0.0, q
+    return _bisect(q, budget, 0.0, q, upper=False)
+
+
+def _bisect(q: float, budget: float, low: float, high: float, *, upper: bool) -> float:
+    """Bisection on [low, high] for the p where kl(q || p) crosses ``budget``, rounded outwards.
+
+    kl(q || .) increases away from q, so the points beyond the crossing (above it for the upper inverse,
+    below it for the lower one) are those with kl > budget; the bracket end on that side is returned.
+    """
     for _ in range(_MAX_HALVINGS):
         middle = 0.5 * (low + high)
         if middle in (low, high):
             break
-        if _kl(q, middle) > budget:
-            low = middle
-        else:
+        if (_kl(q, middle) > budget) == upper:
             high = middle
-    return low
+        else:
+            low = middle
+    return high if upper else low
 
 
 def gaussian_kl(
