@@ -16,6 +16,7 @@ from flatminima.optim import (
     BurstSchedule,
     ConstantSchedule,
     CyclicSchedule,
+    StepDecaySchedule,
     WarmRestartSchedule,
     make_schedule,
 )
@@ -36,8 +37,29 @@ def test_schedule_values_on_known_iterations() -> None:
     assert [burst(t) for t in (9, 10, 14, 15)] == [1.0, 3.0, 3.0, 1.0]
     ramped = BurstSchedule(start=10, length=6, factor=5.0, ramp=4)
     assert [ramped(t) for t in (9, 10, 11, 13, 15, 16)] == [1.0, 2.0, 3.0, 5.0, 5.0, 1.0]
-    assert set(SCHEDULES) == {"constant", "cyclic", "warm_restarts", "burst"}
+    assert set(SCHEDULES) == {"constant", "step_decay", "cyclic", "warm_restarts", "burst"}
     assert make_schedule("cyclic") == CyclicSchedule()
+
+
+def test_step_decay_matches_multistep_lr_and_checks_its_arguments() -> None:
+    base = 0.3
+    w = torch.nn.Parameter(torch.zeros(2))
+    w.grad = torch.zeros(2)
+    sgd = torch.optim.SGD([w], lr=base)
+    decay = StepDecaySchedule((3, 5, 5, 9), 0.5)  # a repeated milestone applies the factor twice
+    torch_decay = torch.optim.lr_scheduler.MultiStepLR(sgd, milestones=[3, 5, 5, 9], gamma=0.5)
+    assert _lrs(sgd, torch_decay, 12) == pytest.approx([base * decay(t) for t in range(12)])
+    assert make_schedule("step_decay", milestones=(2,), factor=0.25)(2) == 0.25
+    with pytest.raises(
+        InputDataError, match=r"^milestones must be non-decreasing; got milestones\[1\]=2 after 4\.$"
+    ):
+        StepDecaySchedule((4, 2))
+    with pytest.raises(
+        InputDataError, match=r"^factor must satisfy 0\.0 < factor <= 1\.0; got factor=0\.0\.$"
+    ):
+        StepDecaySchedule((1,), 0.0)
+    with pytest.raises(InputDataError, match=r"^milestones\[0\] must be >= 0; got milestones\[0\]=-1\.$"):
+        StepDecaySchedule((-1,))
 
 
 def _lrs(optimizer: torch.optim.Optimizer, scheduler: Any, steps: int) -> list[float]:

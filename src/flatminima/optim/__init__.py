@@ -28,6 +28,7 @@ from flatminima.optim.schedules import (
     BurstSchedule,
     ConstantSchedule,
     CyclicSchedule,
+    StepDecaySchedule,
     WarmRestartSchedule,
     make_schedule,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "EntropySGD",
     "PenaltyEstimate",
     "ReplicatedSGD",
+    "StepDecaySchedule",
     "WarmRestartSchedule",
     "hutchinson_trace_penalty",
     "make_schedule",

@@ -6,6 +6,8 @@ ways: as ``schedule=`` of every nonconvex solver (:class:`~flatminima.solvers.no
 multiplies each group's initial rate by ``schedule(t)``), or by hand.
 
 * :class:`ConstantSchedule`: s(t) = 1.
+* :class:`StepDecaySchedule`: s(t) = factor ** (milestones passed): the monotone baseline (torch's
+  ``MultiStepLR``).
 * :class:`CyclicSchedule` (triangular cyclical rates, Smith 2017): s rises linearly from ``minimum`` to
   ``maximum`` over ``half_period`` iterations and falls back over the next ``half_period``;
   with c = floor(1 + t / (2 h)) and x = |t / h - 2 c + 1|, s(t) = minimum + (maximum - minimum) max(0, 1 - x).
@@ -194,9 +196,52 @@ class BurstSchedule:
         return 1.0 + (self.factor - 1.0) * min(1.0, (iteration - self.start + 1) / self.ramp)
 
 
+@dataclasses.dataclass(frozen=True)
+class StepDecaySchedule:
+    """s(t) = factor ** (number of milestones <= t): the classic monotone step decay.
+
+    torch's ``MultiStepLR(optimizer, milestones, gamma=factor)``.
+
+    Args:
+        milestones: the iterations at which the rate is multiplied by ``factor`` (non-negative integers,
+            non-decreasing; a repeated milestone applies the factor twice, as in ``MultiStepLR``).
+        factor: the multiplier per milestone, in (0, 1].
+
+    Raises:
+        InputDataError: on a negative or decreasing milestone, or ``factor`` outside (0, 1].
+        InputTypeError: if a milestone is not an integer.
+
+    Example:
+        >>> [StepDecaySchedule((2, 3), 0.5)(t) for t in range(4)]
+        [1.0, 1.0, 0.5, 0.25]
+    """
+
+    milestones: tuple[int, ...] = (100, 150)
+    factor: float = 0.1
+
+    def __post_init__(self) -> None:
+        milestones = tuple(self.milestones)
+        for index, milestone in enumerate(milestones):
+            check_int_in_range(f"milestones[{index}]", milestone, low=0)
+            if index and milestone < milestones[index - 1]:
+                raise InputDataError(
+                    f"milestones must be non-decreasing; got milestones[{index}]={milestone} after "
+                    f"{milestones[index - 1]}."
+                )
+        object.__setattr__(self, "milestones", milestones)
+        object.__setattr__(
+            self, "factor", check_real("factor", self.factor, low=0.0, high=1.0, low_open=True)
+        )
+
+    def __call__(self, iteration: int) -> float:
+        """Return s(iteration)."""
+        return float(self.factor ** sum(iteration >= m for m in self.milestones))
+
+
 #: name -> schedule class (every class has defaults, so a name alone is a schedule).
 SCHEDULES: dict[str, type[Any]] = {
     "constant": ConstantSchedule,
+    "step_decay": StepDecaySchedule,
     "cyclic": CyclicSchedule,
     "warm_restarts": WarmRestartSchedule,
     "burst": BurstSchedule,

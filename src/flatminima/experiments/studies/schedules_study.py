@@ -56,29 +56,12 @@ from flatminima.errors import ConfigurationError
 from flatminima.experiments.studies import _common as common
 from flatminima.experiments.studies._stored_trials import make_trial, records_frame, run_units
 from flatminima.experiments.study import StudyOutput
-from flatminima.optim.schedules import make_schedule
+from flatminima.optim.schedules import StepDecaySchedule, make_schedule
 from flatminima.random import child_generators
 
 MONOTONE = ("constant", "step_decay", "cosine")
 NON_MONOTONE = ("cyclic", "warm_restarts", "burst")
 SCHEDULE_NAMES = (*MONOTONE, *NON_MONOTONE)
-
-
-@dataclasses.dataclass(frozen=True)
-class StepDecaySchedule:
-    """s(t) = factor ** (number of milestones <= t): a monotone step decay.
-
-    Example:
-        >>> [StepDecaySchedule((2, 3), 0.5)(t) for t in range(4)]
-        [1.0, 1.0, 0.5, 0.25]
-    """
-
-    milestones: tuple[int, ...]
-    factor: float
-
-    def __call__(self, iteration: int) -> float:
-        """Return s(iteration)."""
-        return float(self.factor ** sum(iteration >= m for m in self.milestones))
 
 
 @dataclasses.dataclass(frozen=True)
