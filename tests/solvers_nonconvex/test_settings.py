@@ -98,7 +98,7 @@ def test_class_defaults_and_hyperparameter_records() -> None:
         (
             lambda: RunSettings(schedule="sawtooth"),
             InputDataError,
-            r"^schedule must be one of 'burst', 'constant', 'cyclic', 'warm_restarts'; "
+            r"^schedule must be one of 'burst', 'constant', 'cyclic', 'step_decay', 'warm_restarts'; "
             r"got schedule='sawtooth'\.$",
         ),
         (lambda: RunSettings(schedule=3), InputTypeError, r"^schedule must be a callable .*; got int\.$"),
