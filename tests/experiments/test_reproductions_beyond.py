@@ -15,6 +15,7 @@ from flatminima.experiments.beyond_methods import noise_radius
 from flatminima.experiments.reproductions import REPRODUCTIONS, Reproduction, reproduction_specs
 from flatminima.experiments.reproductions_beyond import LARGE_GRIDS, THEORY_CONSTANT
 from flatminima.experiments.runner import reproduce
+from flatminima.theory import nuclear_norm_statistical_dimension
 
 NAMES = ["completion-nonuniform", "noisy-sensing"]
 MODULE = "flatminima.experiments.beyond_methods"
@@ -65,6 +66,12 @@ def test_pipeline_on_a_tiny_grid(name: str, tmp_path: Path, monkeypatch: pytest.
         ok = frame[frame["status"] == "ok"]
         assert len(ok) == len(frame)  # every noisy solve is certified
         assert (ok["error"] > 0).all() and (ok["bound_ratio"] < THEORY_CONSTANT).all()
+        spec = tiny.specs(True)[0]
+        delta = nuclear_norm_statistical_dimension(8, 8, int(spec.fixed["rank"]))
+        assert headers[1] == "m/delta"
+        assert {row[1] for row in rows} == {
+            f"{float(r) * 8 / delta:.2f}" for r in dict(spec.grid)["measurements_per_dim"]
+        }
     else:
         assert {"num_observations", "empty_lines", "singular"} <= set(frame.columns)
         assert headers[3] == "singular D" and {row[0] for row in rows} == {"0", "0.5", "1"}

@@ -240,18 +240,34 @@ def fitted_constant(frame: pandas.DataFrame) -> float:
     return float(ok["bound_ratio"].max()) if len(ok) and "bound_ratio" in ok else math.nan
 
 
+def _statistical_dimension(spec: SweepSpec) -> float:
+    """Statistical dimension of the nuclear norm's descent cone at the truth of ``spec`` (d x d, rank r)."""
+    from flatminima.theory import nuclear_norm_statistical_dimension
+
+    dim, rank = int(spec.fixed["dim"]), int(spec.fixed["rank"])
+    return nuclear_norm_statistical_dimension(dim, dim, rank)
+
+
 def _draw_noisy(frames: Frames, specs: list[SweepSpec], path: Path) -> Path:
     spec = specs[0]
     frame = frames.get(spec.name)
     ratios = list(dict(spec.grid)["measurements_per_dim"])
+    delta = _statistical_dimension(spec)
+    dim = float(spec.fixed["dim"])
     plt = figures._pyplot()
-    fig, axes = plt.subplots(1, len(ratios), figsize=(4.2 * len(ratios) + 0.6, 4.8), squeeze=False)
-    for ax, ratio in zip(axes[0], ratios, strict=True):
-        ax.set_title(f"m / d = {ratio:g}", fontsize=10)
+    fig, axes = plt.subplots(
+        1, len(ratios), figsize=(4.2 * len(ratios) + 0.6, 4.8), squeeze=False, layout="constrained"
+    )
+    for column, (ax, ratio) in enumerate(zip(axes[0], ratios, strict=True)):
+        below = ratio * dim < delta
+        where = "below the transition" if below else "above the transition"
+        ax.set_title(f"m / d = {ratio:g}: m / delta = {ratio * dim / delta:.2f}\n({where})", fontsize=10)
+        ax.set_xlabel("noise level sigma")
+        if column == 0:
+            ax.set_ylabel("||X - M||_F")
         cell = None if frame is None or frame.empty else _ok(frame[frame["measurements_per_dim"] == ratio])
         if cell is None or cell.empty:
             continue
-        fitted = fitted_constant(cell)
         for label, group in _by_solver(spec, cell):
             series = group.groupby("noise_std")["error"]
             median = series.median()
@@ -265,12 +281,11 @@ def _draw_noisy(frames: Frames, specs: list[SweepSpec], path: Path) -> Path:
             )
         unit = cell.groupby("noise_std")["bound_unit"].median()
         ax.plot(unit.index, THEORY_CONSTANT * unit, "k--", label=f"{THEORY_CONSTANT:g} eps/sqrt(m)")
-        if math.isfinite(fitted):
+        fitted = fitted_constant(cell)
+        if math.isfinite(fitted) and not below:
             ax.plot(unit.index, fitted * unit, "k:", label=f"fitted {fitted:.2f} eps/sqrt(m)")
         ax.set_xscale("log")
         ax.set_yscale("log")
-        ax.set_xlabel("noise level sigma")
-        ax.set_ylabel("||X - M||_F")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     failed = 0 if frame is None or frame.empty else int((frame["status"] == "failed").sum())
@@ -280,7 +295,10 @@ def _draw_noisy(frames: Frames, specs: list[SweepSpec], path: Path) -> Path:
         "constant of the stable-recovery bound ||X - M||_F <= C eps/sqrt(m) (Candès-Plan 2011) in the "
         "limit delta_4r -> 0 (the bound grows with delta, which is not known for these m, and for P_flat "
         "with kappa(D1, D2)). Dotted: the constant fitted per panel, the largest measured error sqrt(m)/eps "
-        f"of both methods. The success rule does not apply here. {failed} trials failed (no certificate)."
+        "of both methods, drawn only above the noiseless transition: delta = "
+        f"{delta:.1f} is the statistical dimension of the nuclear norm's descent cone (Amelunxen et al. "
+        "2014), below which even noiseless recovery fails and no stable-recovery bound holds. The success "
+        f"rule does not apply here. {failed} trials failed (no certificate)."
     )
     fig.suptitle("Noisy Gaussian sensing: stable recovery of flat and norm-minimal solutions")
     return figures._finish(fig, caption, path)
@@ -289,13 +307,15 @@ def _draw_noisy(frames: Frames, specs: list[SweepSpec], path: Path) -> Path:
 def _summarize_noisy(frames: Frames, specs: list[SweepSpec]) -> Table:
     frame = frames.get(specs[0].name)
     noises = list(dict(specs[0].grid)["noise_std"])
-    headers = ["m/d", "solver", "trials", "failed", *[f"median err @ sigma={s:g}" for s in noises]]
+    headers = ["m/d", "m/delta", "solver", "trials", "failed", *[f"median err @ sigma={s:g}" for s in noises]]
     headers += ["median C", "max C", "log-log slope", "flat < NNM (paired)"]
     rows: list[list[str]] = []
     if frame is None or frame.empty:
         return headers, rows
     import numpy
 
+    delta = _statistical_dimension(specs[0])
+    dim = float(specs[0].fixed["dim"])
     for ratio, cell in frame.groupby("measurements_per_dim", sort=True):
         pairs, wins = _paired(cell)
         for label, group in _by_solver(specs[0], cell):
@@ -309,6 +329,7 @@ def _summarize_noisy(frames: Frames, specs: list[SweepSpec]) -> Table:
             rows.append(
                 [
                     f"{ratio:g}",
+                    f"{float(ratio) * dim / delta:.2f}",
                     str(label),
                     str(len(group)),
                     str(len(group) - len(ok)),
