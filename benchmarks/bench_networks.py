@@ -12,7 +12,7 @@ estimator, divided by the cost of one gradient of the same loss on the same batc
   ``taylor`` (second-order Taylor mode, plain MLPs), ``vmap/k`` (Hessian-vector products on one
   gradient graph, vmapped k probes at a time) or ``loop`` (one double backward per probe on one
   plain-autograd gradient graph, chosen on CPU when the saved activations are large, as in CNNs; see
-  ``HessianOperator._autograd_block``);
+  ``flatminima.curvature._autograd_products``);
 * PyHessian 0.1: ``hessian(model, criterion, data=(X, y), cuda=False).trace(maxIter=32, tol=-inf)``
   (its single-batch path: ``backward(create_graph=True)`` once when built, then one
   ``torch.autograd.grad`` per probe; the build is *not* counted, which favours PyHessian). When

@@ -4,10 +4,9 @@ H = grad^2 L(w) at the point w, applied to vectors by automatic differentiation 
 default reverse over reverse, H v = (d grad L(w))^T v (``torch.func.vjp`` of ``torch.func.grad``, exact
 because H is symmetric), or forward over reverse, H v = d/dt grad L(w + t v) |_{t=0} (``torch.func.jvp``
 of ``torch.func.grad``); the b Hessian-vector products of a block share one gradient pass and go
-through ``torch.func.vmap`` in chunks, turning matrix-vector work into matrix-matrix work, except where
-the network's activations are large (on CPU, e.g. convolutional networks): there reverse mode loops
-over the block on one autograd graph of the gradient, one double backward per vector, which was faster
-than vmapping (benchmarks/bench_networks.py). Three sources:
+through ``torch.func.vmap`` in chunks, except where the network's activations are large (on CPU, e.g.
+convolutional networks): there reverse mode loops over the block on one autograd graph of the
+gradient, one double backward per vector (:mod:`._autograd_products`). Three sources:
 
 * a loss closure ``loss(params) -> scalar`` over a dict of named tensors (:class:`HessianOperator`);
 * a model, a loss function and a dataset, averaged exactly over every example, in an explicit train or
@@ -31,6 +30,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from flatminima.curvature import _autograd_products
 from flatminima.curvature._distributed import all_reduce_sum
 from flatminima.curvature._layout import LayoutOperator, ParameterLayout
 from flatminima.curvature._model import ModelSource
@@ -39,19 +39,6 @@ from flatminima.errors import ConfigurationError, InputDataError, InputTypeError
 
 LossClosure = Callable[[Params], torch.Tensor]
 GroupLevel = str
-
-
-#: How many probes one vmapped call of Hessian-vector products spans. Vmapping saves the fixed cost of
-#: each operation (dispatch, autograd bookkeeping) per probe, and pays in memory traffic: per probe,
-#: one copy of every intermediate. On CPU (benchmarks/bench_networks.py) small CNNs with ~0.4-1.5 MiB
-#: per saved activation took 5-10x a gradient per probe vmapped over 32 probes and 1.7-2.7x looped on
-#: one gradient graph, while a transformer layer with ~0.1 MiB per activation was 15% faster vmapped
-#: over 8 than looped. So on CPU: loop when the mean saved activation of one forward pass reaches
-#: _LOOP_ACTIVATION_BYTES_CPU, else vmap chunks whose activations add up to at most _CHUNK_BYTES_CPU
-#: (about a last-level cache). On an accelerator only the memory of a chunk is capped.
-_LOOP_ACTIVATION_BYTES_CPU = 256 * 2**10
-_CHUNK_BYTES_CPU = 32 * 2**20
-_CHUNK_BYTES_ACCELERATOR = 2 * 2**30
 
 
 def _check_ad_mode(ad_mode: str) -> None:
@@ -414,74 +401,17 @@ class HessianOperator(LayoutOperator):
     def _autograd_block(self, loss: LossClosure, tangents: Params, batch: int) -> Params:
         """H V of one loss term for a block of tangents (leading dimension ``batch``), by autograd.
 
-        All products of the block share one gradient graph. They are vmapped over chunks of probes
-        (:meth:`_chunk_size`) unless the intermediates are large (see ``_LOOP_ACTIVATION_BYTES_CPU``)
-        or ``vectorize`` is False: then reverse mode loops over the probes on one plain-autograd graph
-        of the gradient, as PyHessian does, with one probe's intermediates in memory at a time and
-        autograd's in-place gradient accumulation, which ``torch.func`` forgoes.
+        All products of the block share one gradient graph: vmapped over chunks of probes, or looped
+        on one plain-autograd graph when the intermediates are large or ``vectorize`` is False
+        (:mod:`._autograd_products`).
         """
-        chunk = self._chunk_size(loss, batch)
+        if self._probe_chunk is None:  # measured once, on the first product
+            self._probe_chunk = _autograd_products.probes_per_call(loss, self._layout, self.device)
+        chunk = max(1, min(batch, self._probe_chunk))
         if self.ad_mode == "reverse" and (chunk == 1 or not self.vectorize):
-            return self._reverse_loop(loss, tangents, batch)
-        return self._apply_batched(self._autograd_single(loss), tangents, batch, chunk)
-
-    def _chunk_size(self, loss: LossClosure, batch: int) -> int:
-        """Probes per vmapped call: the budget over one forward pass's saved activations (measured once)."""
-        if self._probe_chunk is None:
-            leaves = {name: self._layout.point[name].detach().requires_grad_(True) for name in self.names}
-            sizes = _activation_bytes(lambda: loss(self._layout.with_selected(leaves)))
-            cpu = self.device.type == "cpu"
-            budget = _CHUNK_BYTES_CPU if cpu else _CHUNK_BYTES_ACCELERATOR
-            if not sizes:  # nothing measured: the whole block at once
-                self._probe_chunk = 2**31
-            elif cpu and sum(sizes) >= _LOOP_ACTIVATION_BYTES_CPU * len(sizes):
-                self._probe_chunk = 1
-            else:
-                self._probe_chunk = max(1, budget // sum(sizes))
-        return max(1, min(batch, self._probe_chunk))
-
-    def _reverse_loop(self, loss: LossClosure, tangents: Params, batch: int) -> Params:
-        """H v_j = (d grad)^T v_j for each tangent, one double backward each through one gradient graph."""
-        leaves = {name: self._layout.point[name].detach().requires_grad_(True) for name in self.names}
-        inputs = tuple(leaves.values())
-        with torch.enable_grad():
-            gradient = torch.autograd.grad(
-                loss(self._layout.with_selected(leaves)),
-                inputs,
-                create_graph=True,
-                allow_unused=True,
-                materialize_grads=True,
-            )
-        out = {name: torch.zeros_like(t) for name, t in tangents.items()}
-        linked = [(g, name) for g, name in zip(gradient, leaves, strict=True) if g.requires_grad]
-        if not linked:  # a loss linear in the parameters: H = 0
-            return out
-        outputs = tuple(g for g, _ in linked)
-        for j in range(batch):
-            products = torch.autograd.grad(
-                outputs,
-                inputs,
-                grad_outputs=tuple(tangents[name][j].contiguous() for _, name in linked),
-                retain_graph=j < batch - 1,
-                allow_unused=True,
-                materialize_grads=True,
-            )
-            for name, product in zip(leaves, products, strict=True):
-                out[name][j] = product
-        return out
-
-    def _autograd_single(self, loss: LossClosure) -> Callable[[Params], Params]:
-        primal = {name: self._layout.point[name] for name in self.names}
-        gradient = torch.func.grad(lambda s: loss(self._layout.with_selected(s)))
-        if self.ad_mode == "reverse":
-            # H v = (d grad)^T v by symmetry: one gradient graph per call, then a (vmapped) backward.
-            vjp = torch.func.vjp(gradient, primal)[1]
-            return lambda tangent: vjp(tangent)[0]
-
-        def single(tangent: Params) -> Params:
-            return torch.func.jvp(gradient, (primal,), (tangent,))[1]
-
-        return single
+            return _autograd_products.reverse_loop(loss, self._layout, tangents, batch)
+        single = _autograd_products.single_product(loss, self._layout, self.ad_mode)
+        return self._apply_batched(single, tangents, batch, chunk)
 
     def _quadratic_forms(self, V: torch.Tensor) -> torch.Tensor:
         if self._closed_quadratic_forms is None:
@@ -510,27 +440,3 @@ class HessianOperator(LayoutOperator):
                 self.vectorize = False
         columns = [single({name: t[j] for name, t in tangents.items()}) for j in range(batch)]
         return {name: torch.stack([c[name] for c in columns]) for name in self.names}
-
-
-def _activation_bytes(forward: Callable[[], Any]) -> list[int] | None:
-    """Bytes of each tensor that depends on the variables and that ``forward()`` saves for its backward.
-
-    These are the intermediates a Hessian-vector product carries per probe (constants such as the
-    data are shared by all probes and not counted). One forward pass under a saved-tensor hook; its
-    graph is dropped without a backward pass. None if the pass fails (then nothing is chunked).
-    """
-    sizes: list[int] = []
-
-    def pack(tensor: torch.Tensor) -> None:
-        if tensor.requires_grad:
-            sizes.append(tensor.numel() * tensor.element_size())
-
-    def unpack(_: None) -> torch.Tensor:  # pragma: no cover - the graph is never differentiated
-        raise RuntimeError("the activation-size pass keeps no tensors")
-
-    try:
-        with torch.enable_grad(), torch.autograd.graph.saved_tensors_hooks(pack, unpack):
-            forward()
-    except Exception:  # a loss that cannot run under the hook keeps the unchunked path
-        return None
-    return sizes
