@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import time
-from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from curvature_cases import mlp_case
+from gloo_ranks import run_ranks
 from torch import distributed, nn
 
 from flatminima.curvature import (
@@ -105,39 +103,10 @@ def _on_rank(rank: int) -> dict[str, Any]:
     return results
 
 
-def _worker(rank: int, init_file: str, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    distributed.init_process_group(
-        "gloo",
-        init_method=f"file://{init_file}",
-        rank=rank,
-        world_size=WORLD_SIZE,
-        timeout=timedelta(seconds=60),
-    )
-    try:
-        torch.save(_on_rank(rank), Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        distributed.destroy_process_group()
-
-
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
     """The results of both ranks, computed once in two spawned processes."""
-    folder = tmp_path_factory.mktemp("distributed")
-    context = torch.multiprocessing.start_processes(
-        _worker,
-        args=(str(folder / "init"), str(folder)),
-        nprocs=WORLD_SIZE,
-        join=False,
-        start_method="spawn",
-    )
-    deadline = time.monotonic() + 120
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail("the two ranks did not finish within 120 s (a collective waited for a missing rank)")
-    return [torch.load(folder / f"rank{rank}.pt", weights_only=False) for rank in range(WORLD_SIZE)]
+    return run_ranks(_on_rank, tmp_path_factory.mktemp("distributed"), WORLD_SIZE)
 
 
 def _assert_matches(summary: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import math
 import statistics
-import time
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
 from curvature_cases import mlp_case
+from gloo_ranks import run_ranks
 from torch import distributed, nn
 
 from flatminima.curvature import (
@@ -232,32 +231,16 @@ def test_streaming_several_batches_equals_one_concatenated_batch() -> None:
 SIZES = [5, 4, 6, 5, 3, 7]  # 30 examples
 
 
-def _worker(rank: int, init_file: str, out_dir: str) -> None:
-    torch.set_num_threads(1)
-    distributed.init_process_group(
-        "gloo", init_method=f"file://{init_file}", rank=rank, world_size=2, timeout=timedelta(seconds=60)
-    )
-    try:
-        case = mlp_case(0)
-        H = HessianOperator.from_model(case.net, F.cross_entropy, case.batches(SIZES)[rank::2], mode="eval")
-        result = ggn_control_trace(H, 12, generator=_generator(6))
-        torch.save((result.ggn_trace, result.value, result.stderr), Path(out_dir) / f"rank{rank}.pt")
-    finally:
-        distributed.destroy_process_group()
+def _shard_result(rank: int) -> tuple[float, float, float]:
+    case = mlp_case(0)
+    H = HessianOperator.from_model(case.net, F.cross_entropy, case.batches(SIZES)[rank::2], mode="eval")
+    result = ggn_control_trace(H, 12, generator=_generator(6))
+    return result.ggn_trace, result.value, result.stderr
 
 
 @pytest.mark.skipif(not (distributed.is_available() and distributed.is_gloo_available()), reason="needs gloo")
 def test_two_gloo_ranks_with_a_shard_each_match_one_process(tmp_path: Path) -> None:
-    context = torch.multiprocessing.start_processes(
-        _worker, args=(str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=False, start_method="spawn"
-    )
-    deadline = time.monotonic() + 120
-    while not context.join(timeout=1):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail("the two ranks did not finish within 120 s")
-    ranks = [torch.load(tmp_path / f"rank{rank}.pt") for rank in range(2)]
+    ranks = run_ranks(_shard_result, tmp_path)
     case = mlp_case(0)
     H = HessianOperator.from_model(case.net, F.cross_entropy, case.batches(SIZES), mode="eval")
     single = ggn_control_trace(H, 12, generator=_generator(6))

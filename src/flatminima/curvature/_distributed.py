@@ -30,6 +30,11 @@ every rank, provided the ranks follow one contract:
 Code that streams the batches itself instead of calling the operator must all-reduce its own sums
 (``gradient_variance`` does).
 
+An operator holds its group. Release the operators (return from the function that built them, or
+``del`` them) and meet at ``barrier()`` before ``destroy_process_group()``: a gloo group that outlives
+its destruction is torn down at interpreter exit, where it can abort the process (SIGABRT, "terminate
+called without an active exception") after the work is done.
+
 ``process_group=None`` means the default group when ``torch.distributed`` is initialized (the
 convention of ``torch.distributed`` collectives), ``"local"`` this process alone even then (e.g. an
 operator built on rank 0 only), and a ``ProcessGroup`` that group.
