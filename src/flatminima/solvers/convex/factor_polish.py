@@ -7,6 +7,10 @@
 * :func:`polish_and_certify` polishes an augmented-Lagrangian iterate whose rank has been identified
   (Gauss-Newton + multiplier correction, or Newton on the KKT system) and certifies it.
 
+Both fall back on :func:`~.dual_search.search_dual` when the point is feasible and its multiplier on the
+face but ||B^*(lambda)||_op > 1 (near the transition the least-norm multiplier can fail where another
+one certifies).
+
 References:
     Luo, Huang, Li, Zhang. Recursive importance sketching for rank constrained least squares:
     algorithms and high-order convergence (2020; Riemannian Gauss-Newton);
@@ -22,9 +26,10 @@ import torch
 
 from flatminima.solvers._deadline import NO_DEADLINE, Deadline
 from flatminima.solvers.convex.certificate import Candidate, better
+from flatminima.solvers.convex.dual_search import search_dual
 from flatminima.solvers.convex.linear_map import ScaledMap
 from flatminima.solvers.convex.newton import kkt_newton
-from flatminima.solvers.convex.polish import corrected_multiplier, gauss_newton
+from flatminima.solvers.convex.polish import TangentSystem, corrected_multiplier, gauss_newton
 from flatminima.solvers.convex.structured import certify_structured
 
 #: smallest singular-value ratio s_r / s_{r+1} of the spectral start that can reveal the rank r.
@@ -96,6 +101,9 @@ def spectral_polish(
     )
     certify = _certifier(bmap, b, tolerance=tolerance, exact=exact, generator=generator)
     candidate = certify(outcome.U, outcome.s, outcome.V, multiplier, source="spectral-gauss-newton")
+    searched = _dual_searched(certify, bmap, outcome.system, candidate, deadline=deadline)
+    if searched is not None and searched.certificate.satisfied:
+        candidate = searched
     return candidate, len(outcome.residuals) - 1
 
 
@@ -120,6 +128,32 @@ def _certifier(
         )
 
     return certify
+
+
+def _dual_searched(
+    certify: Callable[..., Candidate],
+    bmap: ScaledMap,
+    system: TangentSystem,
+    candidate: Candidate | None,
+    *,
+    deadline: Deadline,
+) -> Candidate | None:
+    """The candidate's point with the multiplier of :func:`~.dual_search.search_dual`, or None.
+
+    Only when the point is feasible and its multiplier is on the face (primal residual and duality gap
+    within the tolerance) but ||B^*(lambda)||_op > 1: the point may be optimal with another multiplier.
+    """
+    if candidate is None or candidate.multiplier is None or deadline.expired():
+        return None
+    certificate = candidate.certificate
+    tolerance = certificate.tolerance
+    on_face = max(certificate.relative_primal_residual, certificate.relative_duality_gap) <= tolerance
+    if certificate.satisfied or not on_face:
+        return None
+    lam = search_dual(bmap, system, candidate.multiplier, deadline=deadline)
+    if lam is None:
+        return None
+    return certify(candidate.U, candidate.s, candidate.V, lam, source=f"{candidate.source}+dual-search")
 
 
 def polish_and_certify(
@@ -162,6 +196,10 @@ def polish_and_certify(
             best = better(best, candidate)
             if candidate.certificate.satisfied:
                 return candidate
+        searched = _dual_searched(certify, bmap, outcome.system, best, deadline=deadline)
+        if searched is not None and searched.certificate.satisfied:
+            return searched
+        best = better(best, searched)
     newton = None if deadline.expired() else kkt_newton(bmap, b, U, s, V, lam, deadline=deadline)
     if newton is not None:
         candidate = certify(newton.U, newton.s, newton.V, newton.multiplier, source="factor-search-newton")

@@ -22,7 +22,9 @@ with conjugate gradients, then the multiplier correction of :mod:`~flatminima.so
 ||B(Z) - b||, gap |||Z||_* - <lambda, b>|, and dual max(0, ||B^*(lambda)||_op - 1), where
 ||B^*(lambda)||_op <= max(1, ||W||_op) + ||P_T(B^*(lambda)) - U V^T||_F and ||W||_op, W the part of
 B^*(lambda) off the tangent space, is estimated by block Lanczos on the structured operator (an exact SVD
-for small d). A satisfied certificate proves that the factor-space point solves the convex P_flat.
+for small d). When only the dual condition fails, another multiplier of the same face is searched for
+(:mod:`~flatminima.solvers.convex.dual_search`). A satisfied certificate proves that the factor-space
+point solves the convex P_flat.
 
 References:
     Burer and Monteiro, Math. Program. 95 (2003); Hestenes (1969), Powell (1969) (method of

@@ -1,0 +1,100 @@
+"""The dual search finds a certifying multiplier on the face where the least-norm one fails, and no more."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from flatminima.problems import BilinearSensing, Instance
+from flatminima.solvers import ConvexResult, Status, solve_flat
+from flatminima.solvers.convex import dual_search
+from flatminima.solvers.convex.certificate import tangent_residual
+from flatminima.solvers.convex.dual_search import MARGIN, off_tangent, search_dual
+from flatminima.solvers.convex.formulation import formulate
+from flatminima.solvers.convex.linear_map import ScaledMap
+from flatminima.solvers.convex.polish import TangentSystem, corrected_multiplier
+from flatminima.solvers.convex.structured import certify_structured
+
+
+def _instance(ratio: int, seed: int) -> Instance:
+    """Bilinear sensing, d = 12, rank 2, m = ratio * d (the transition is near m = 10 d)."""
+    problem = BilinearSensing(shape=(12, 12), rank=2, num_measurements=12 * ratio)
+    return problem.sample(generator=torch.Generator().manual_seed(seed))
+
+
+def _off_norm(bmap: ScaledMap, lam: torch.Tensor, U: torch.Tensor, V: torch.Tensor) -> float:
+    return float(torch.linalg.matrix_norm(off_tangent(bmap.adjoint(lam), U, V), ord=2))
+
+
+def _face(
+    instance: Instance, relaxation: str, X: torch.Tensor
+) -> tuple[ScaledMap, TangentSystem, torch.Tensor]:
+    """The map, the tangent system at the rank-2 matrix X and the least-norm multiplier of its face."""
+    bmap = formulate(instance, relaxation, eps=None).bmap
+    assert bmap is not None
+    U, _, Vh = torch.linalg.svd(X)
+    system = TangentSystem(bmap, U[:, :2], Vh[:2].mT)
+    return bmap, system, corrected_multiplier(system, None)
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_certifying_multiplier_is_found_where_the_least_norm_one_fails(seed: int) -> None:
+    instance = _instance(9, seed)
+    flat = solve_flat(instance, method="interior_point")
+    assert isinstance(flat, ConvexResult) and flat.certificate.satisfied
+    assert flat.recovery_error(instance.ground_truth) < 1e-8
+    Z = (flat.left_singular_vectors * flat.singular_values) @ flat.right_singular_vectors.mT
+    bmap, system, least_norm = _face(instance, "flat", Z)
+    U, V = system.U, system.V
+    assert _off_norm(bmap, least_norm, U, V) > 1.0  # the usual certificate fails here
+    lam = search_dual(bmap, system, least_norm)
+    assert lam is not None
+    assert _off_norm(bmap, lam, U, V) <= 1.0 - MARGIN
+    assert tangent_residual(U, V, bmap.adjoint(lam)) < 1e-10  # still on the face
+    s = torch.linalg.svdvals(Z)[:2]
+    candidate = certify_structured(
+        bmap,
+        instance.observations,
+        U,
+        s,
+        V,
+        lam,
+        tolerance=1e-9,
+        exact=True,
+        generator=torch.Generator().manual_seed(0),
+        source="test",
+    )
+    assert candidate.certificate.satisfied, candidate.certificate
+
+
+def test_a_multiplier_that_already_certifies_is_returned_unchanged() -> None:
+    instance = _instance(16, 0)
+    bmap, system, least_norm = _face(instance, "nuclear_norm", instance.ground_truth)
+    assert _off_norm(bmap, least_norm, system.U, system.V) < 1.0 - MARGIN
+    assert search_dual(bmap, system, least_norm) is least_norm
+
+
+def test_no_certificate_comes_out_for_a_point_that_is_not_optimal() -> None:
+    """Below the transition the ground truth is feasible but not the minimizer: no proof can exist."""
+    instance = _instance(5, 0)
+    bmap, system, least_norm = _face(instance, "nuclear_norm", instance.ground_truth)
+    lam = search_dual(bmap, system, least_norm, max_iterations=200)
+    assert lam is not None
+    assert _off_norm(bmap, lam, system.U, system.V) > 1.0
+
+
+def test_above_the_dense_limit_the_search_declines(monkeypatch: pytest.MonkeyPatch) -> None:
+    instance = _instance(9, 2)
+    bmap, system, least_norm = _face(instance, "nuclear_norm", instance.ground_truth)
+    monkeypatch.setattr(dual_search, "DENSE_LIMIT", 11)
+    assert search_dual(bmap, system, least_norm) is None
+
+
+def test_the_factor_search_certifies_through_the_dual_search() -> None:
+    instance = _instance(9, 2)
+    result = solve_flat(instance, method="factor_search")
+    assert isinstance(result, ConvexResult)
+    assert result.status is Status.CONVERGED, result.message
+    assert result.certificate.satisfied
+    assert result.info["candidate_source"].endswith("+dual-search")
+    assert result.recovery_error(instance.ground_truth) < 1e-10
