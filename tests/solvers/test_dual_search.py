@@ -7,6 +7,7 @@ import torch
 
 from flatminima.problems import BilinearSensing, Instance
 from flatminima.solvers import ConvexResult, Status, solve_flat
+from flatminima.solvers._deadline import NO_DEADLINE
 from flatminima.solvers.convex import dual_search
 from flatminima.solvers.convex.certificate import tangent_residual
 from flatminima.solvers.convex.dual_search import MARGIN, off_tangent, search_dual
@@ -98,3 +99,15 @@ def test_the_factor_search_certifies_through_the_dual_search() -> None:
     assert result.certificate.satisfied
     assert result.info["candidate_source"].endswith("+dual-search")
     assert result.recovery_error(instance.ground_truth) < 1e-10
+
+
+def test_the_search_gives_up_once_its_value_stops_halving() -> None:
+    progress = dual_search._Progress(NO_DEADLINE)
+    for value in [1.0, 0.4, 0.1, 0.02, 0.004, 1e-3, 2e-4, 5e-5, 1e-5, 2e-6, 4e-7, 8e-8]:
+        progress.record(value)
+        assert not progress.expired()  # shrinking fast: keep going
+    for _ in range(dual_search.STAGNATION_WINDOW - 1):
+        progress.record(7.9e-8)
+        assert not progress.expired()
+    progress.record(7.9e-8)
+    assert progress.expired()  # not halved over the window

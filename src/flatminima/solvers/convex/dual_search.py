@@ -20,8 +20,10 @@ vanishes exactly where ||W|| <= tau, and its gradient needs only the singular tr
     grad phi = P B(Gamma),       Gamma = sum_{sigma_i > tau} (sigma_i - tau) u_i v_i^T
 
 (u_i, v_i lie in T-perp, so P_T-perp(Gamma) = Gamma). L-BFGS minimizes it (strong-Wolfe line search)
-until phi = 0 or the budget ends. The result is only a candidate multiplier: the caller certifies it
-as any other (a satisfied certificate is a proof whatever produced it).
+until phi = 0, the budget ends, or phi stops halving over :data:`STAGNATION_WINDOW` iterations (no
+certifying multiplier with the margin: phi creeps towards a positive minimum). The result is only a
+candidate multiplier: the caller certifies it as any other (a satisfied certificate is a proof whatever
+produced it).
 
 W is formed densely (one B^*(lambda) and one SVD per evaluation), so the search runs for max(d1, d2)
 up to :data:`DENSE_LIMIT` (a 1000 x 1000 SVD takes about a second on two cores); above that it returns None.
@@ -35,6 +37,8 @@ References:
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from flatminima.numerics.lbfgs import minimize_lbfgs
@@ -47,13 +51,38 @@ MARGIN = 1e-3
 #: largest max(d1, d2) for which W is formed and decomposed densely.
 DENSE_LIMIT = 1500
 #: L-BFGS iterations at most.
-MAX_ITERATIONS = 300
+MAX_ITERATIONS = 200
+#: the search gives up when the best value has not halved over this many iterations.
+STAGNATION_WINDOW = 10
 
 
 def off_tangent(G: torch.Tensor, U: torch.Tensor, V: torch.Tensor) -> torch.Tensor:
     """P_T-perp(G) = (I - U U^T) G (I - V V^T)."""
     G = G - U @ (U.mT @ G)
     return G - (G @ V) @ V.mT
+
+
+class _Progress:
+    """The deadline of the search, which also expires once the best value stops halving.
+
+    Where a certifying multiplier exists with the margin, phi reaches exactly 0 (its zero set has an
+    interior) after a few to a few dozen L-BFGS steps, each shrinking phi fast; where none exists (the
+    point is not optimal) phi creeps towards a positive minimum. The stop is tested once per iteration.
+    """
+
+    def __init__(self, deadline: Deadline):
+        self.deadline = deadline
+        self.best = math.inf
+        self.history: list[float] = []
+
+    def record(self, value: float) -> None:
+        self.best = min(self.best, value)
+
+    def expired(self) -> bool:
+        self.history.append(self.best)
+        if len(self.history) > STAGNATION_WINDOW and self.best > 0.5 * self.history[-1 - STAGNATION_WINDOW]:
+            return True
+        return self.deadline.expired()
 
 
 def search_dual(
@@ -94,16 +123,18 @@ def search_dual(
         if active == 0:
             return 0.0, torch.zeros_like(nu)
         value = 0.5 * float(excess[:active].square().sum())
+        progress.record(value)
         gamma_left = left[:, :active] * excess[:active]
         gradient = project(bmap.apply_factored(gamma_left, right_h[:active].mT))
         return value, gradient
 
+    progress = _Progress(deadline)
     start = torch.zeros_like(lam)
     value, _ = fun(start)
     if value == 0.0:
         return lam
     outcome = minimize_lbfgs(
-        fun, start, gradient_tolerance=0.0, max_iterations=max_iterations, deadline=deadline
+        fun, start, gradient_tolerance=0.0, max_iterations=max_iterations, deadline=progress
     )
     candidate = lam + project(outcome.x)
     return candidate if bool(torch.isfinite(candidate).all()) else None
