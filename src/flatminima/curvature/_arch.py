@@ -38,9 +38,9 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils import _pytree
 
+from flatminima.curvature._types import Params
 from flatminima.errors import ConfigurationError
 
-Params = dict[str, torch.Tensor]
 _DIFFERENTIATION_ERRORS = (RuntimeError, NotImplementedError)
 
 

@@ -31,9 +31,7 @@ from typing import Any
 import torch
 
 from flatminima.curvature._layout import ParameterLayout
-from flatminima.curvature._sources import Params
-
-LossClosure = Callable[[Params], torch.Tensor]
+from flatminima.curvature._types import LossClosure, Params
 
 LOOP_ACTIVATION_BYTES_CPU = 256 * 2**10
 CHUNK_BYTES_CPU = 32 * 2**20

@@ -24,11 +24,10 @@ import torch
 
 from flatminima.curvature._distributed import all_reduce_sum
 from flatminima.curvature._model import ModelSource
+from flatminima.curvature._types import Params
 from flatminima.curvature.curvature_outputs import check_outputs
 from flatminima.curvature.hessian import HessianOperator
 from flatminima.errors import ConfigurationError, InputDataError
-
-Params = dict[str, torch.Tensor]
 
 #: Memory for the per-example gradients of one vmapped call (examples x columns x parameters).
 CHUNK_BYTES_CPU = 384 * 2**20

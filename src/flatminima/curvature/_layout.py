@@ -16,10 +16,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from flatminima.curvature._types import Params
 from flatminima.curvature.linear_operator import LinearOperator
 from flatminima.errors import InputDataError, InputTypeError
-
-Params = dict[str, torch.Tensor]
 
 
 @dataclass(frozen=True)

@@ -34,12 +34,11 @@ from flatminima.curvature._arch import (
     math_attention,
     prepare_copy,
 )
+from flatminima.curvature._types import LossClosure, Params
 from flatminima.errors import ConfigurationError, FlatminimaError, InputDataError, InputTypeError
 
 MODES: tuple[str, ...] = ("train", "eval")
 Batch = tuple[Any, torch.Tensor]
-Params = dict[str, torch.Tensor]
-LossClosure = Callable[[Params], torch.Tensor]
 
 
 class CurvatureWarning(UserWarning):

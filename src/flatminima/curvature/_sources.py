@@ -19,10 +19,8 @@ from torch import nn
 from flatminima._checks import check_same_dtype_device, check_tensor
 from flatminima.curvature import _arch, _distributed, taylor
 from flatminima.curvature._model import ModelSource, resolve_mode
+from flatminima.curvature._types import LossClosure, Params
 from flatminima.errors import ConfigurationError, InputDataError, InputTypeError
-
-Params = dict[str, torch.Tensor]
-LossClosure = Callable[[Params], torch.Tensor]
 
 
 def check_params(params: Mapping[str, torch.Tensor]) -> Params:

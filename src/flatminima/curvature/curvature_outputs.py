@@ -34,9 +34,9 @@ from flatminima._checks import check_generator, check_int_in_range
 from flatminima.curvature import taylor
 from flatminima.curvature._distributed import combine_shards
 from flatminima.curvature._model import dropout_modules, resolve_mode, use_batch_statistics
+from flatminima.curvature._types import Params
 from flatminima.errors import ConfigurationError, InputDataError, InputTypeError
 
-Params = dict[str, torch.Tensor]
 Batch = tuple[Any, torch.Tensor]
 
 

@@ -56,12 +56,11 @@ import torch
 from flatminima._checks import check_int_in_range
 from flatminima.curvature import _ggn_exact, taylor
 from flatminima.curvature._model import ModelSource, batch_norm_modules, dropout_modules
+from flatminima.curvature._types import Params
 from flatminima.curvature.curvature_outputs import true_label_gradients
 from flatminima.curvature.estimate import Estimate, check_sampling, draw_probes, sample_until
 from flatminima.curvature.hessian import HessianOperator
 from flatminima.errors import ConfigurationError, InputDataError, InputTypeError
-
-Params = dict[str, torch.Tensor]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -34,10 +34,10 @@ from flatminima.curvature import _autograd_products
 from flatminima.curvature._distributed import all_reduce_sum
 from flatminima.curvature._layout import LayoutOperator, ParameterLayout
 from flatminima.curvature._model import ModelSource
-from flatminima.curvature._sources import Params, check_params, model_parts, objective_parts
+from flatminima.curvature._sources import check_params, model_parts, objective_parts
+from flatminima.curvature._types import LossClosure, Params
 from flatminima.errors import ConfigurationError, InputDataError, InputTypeError
 
-LossClosure = Callable[[Params], torch.Tensor]
 GroupLevel = str
 
 
