@@ -70,6 +70,7 @@ import torch
 from torch import nn
 
 from flatminima.curvature import HessianOperator, hutchinson_trace
+from flatminima.curvature._autograd_products import WHOLE_BLOCK
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_curvature import BASELINE, _warm_up, pyhessian
@@ -313,7 +314,7 @@ def measure(c: dict[str, Any], *, probes: int, rounds: int, unchunked: bool) -> 
     }
     if unchunked and H._closed_quadratic_forms is None:
         whole = flatminima_operator(c)
-        whole._probe_chunk = 2**31  # the whole block in one vmapped call
+        whole._probe_chunk = WHOLE_BLOCK  # the whole block in one vmapped call
         methods["unchunked"] = (
             lambda: hutchinson_trace(whole, probes, generator=generator, min_probes=2),
             probes,

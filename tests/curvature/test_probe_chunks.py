@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from flatminima.curvature import HessianOperator, hutchinson_trace
+from flatminima.curvature._autograd_products import WHOLE_BLOCK
 
 
 def _cnn_case(n: int = 64) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
@@ -42,13 +43,13 @@ def _operator(chunk: int | None, *, vectorize: bool = True) -> HessianOperator:
 
 def test_looped_vmapped_and_chunked_products_agree() -> None:
     V = torch.randn(_operator(None).size, 7, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    whole = _operator(2**31).matmat(V)
+    whole = _operator(WHOLE_BLOCK).matmat(V)
     for H in (_operator(1), _operator(3), _operator(None, vectorize=False)):
         torch.testing.assert_close(H.matmat(V), whole, rtol=1e-10, atol=1e-12)
         torch.testing.assert_close(H.matvec(V[:, 0]), whole[:, 0], rtol=1e-10, atol=1e-12)
     dense = _operator(1).dense()
     torch.testing.assert_close(dense, dense.mT, rtol=1e-10, atol=1e-12)
-    torch.testing.assert_close(_operator(2**31).dense(), dense, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(_operator(WHOLE_BLOCK).dense(), dense, rtol=1e-10, atol=1e-12)
 
 
 def test_loop_handles_unused_and_linear_parameters() -> None:
@@ -84,6 +85,6 @@ def test_large_activations_loop_on_cpu_small_ones_vmap() -> None:
     small.matmat(torch.ones(small.size, 4, dtype=torch.float64))
     assert small._probe_chunk > 4
     reference = HessianOperator.from_model(big, nn.functional.cross_entropy, [(X, y)], mode="eval")
-    reference._probe_chunk = 2**31
+    reference._probe_chunk = WHOLE_BLOCK
     again = hutchinson_trace(reference, 12, generator=torch.Generator().manual_seed(0), batch_size=4)
     assert abs(estimate.value - again.value) <= 1e-9 * abs(again.value)
