@@ -11,6 +11,7 @@ from flatminima.solvers._deadline import NO_DEADLINE
 from flatminima.solvers.convex import dual_search
 from flatminima.solvers.convex.certificate import tangent_residual
 from flatminima.solvers.convex.dual_search import MARGIN, off_tangent, search_dual
+from flatminima.solvers.convex.factor_polish import polish_and_certify
 from flatminima.solvers.convex.formulation import formulate
 from flatminima.solvers.convex.linear_map import ScaledMap
 from flatminima.solvers.convex.polish import TangentSystem, corrected_multiplier
@@ -111,3 +112,26 @@ def test_the_search_gives_up_once_its_value_stops_halving() -> None:
         assert not progress.expired()
     progress.record(7.9e-8)
     assert progress.expired()  # not halved over the window
+
+
+def test_the_searched_multiplier_is_certified_exactly_where_the_solve_uses_lanczos() -> None:
+    """Above exact_dual_limit the certificate bounds ||W|| by block Lanczos, whose Ritz residual can
+    exceed the search's margin: the searched pair is certified by a dense SVD instead."""
+    instance = _instance(9, 2)
+    flat = solve_flat(instance, method="interior_point")
+    assert isinstance(flat, ConvexResult)
+    U, s, V = flat.left_singular_vectors[:, :2], flat.singular_values[:2], flat.right_singular_vectors[:, :2]
+    bmap, _, least_norm = _face(instance, "flat", (U * s) @ V.mT)
+    candidate = polish_and_certify(
+        bmap,
+        instance.observations,
+        U,
+        s,
+        V,
+        least_norm,
+        tolerance=1e-9,
+        exact=False,
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert candidate.certificate.satisfied, candidate.certificate
+    assert candidate.source.endswith("+dual-search") and candidate.certificate.dual_norm_exact
