@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -16,6 +18,11 @@ from flatminima.solvers.convex.formulation import formulate
 from flatminima.solvers.convex.linear_map import ScaledMap
 from flatminima.solvers.convex.polish import TangentSystem, corrected_multiplier
 from flatminima.solvers.convex.structured import certify_structured
+
+
+def _certify_options() -> dict[str, Any]:
+    """The tolerance and a freshly seeded generator, for every certificate made here."""
+    return {"tolerance": 1e-9, "generator": torch.Generator().manual_seed(0)}
 
 
 def _instance(ratio: int, seed: int) -> Instance:
@@ -53,19 +60,8 @@ def test_a_certifying_multiplier_is_found_where_the_least_norm_one_fails(seed: i
     assert lam is not None
     assert _off_norm(bmap, lam, U, V) <= 1.0 - MARGIN
     assert tangent_residual(U, V, bmap.adjoint(lam)) < 1e-10  # still on the face
-    s = torch.linalg.svdvals(Z)[:2]
-    candidate = certify_structured(
-        bmap,
-        instance.observations,
-        U,
-        s,
-        V,
-        lam,
-        tolerance=1e-9,
-        exact=True,
-        generator=torch.Generator().manual_seed(0),
-        source="test",
-    )
+    point = (bmap, instance.observations, U, torch.linalg.svdvals(Z)[:2], V)
+    candidate = certify_structured(*point, lam, exact=True, source="test", **_certify_options())
     assert candidate.certificate.satisfied, candidate.certificate
 
 
@@ -123,15 +119,7 @@ def test_the_searched_multiplier_is_certified_exactly_where_the_solve_uses_lancz
     U, s, V = flat.left_singular_vectors[:, :2], flat.singular_values[:2], flat.right_singular_vectors[:, :2]
     bmap, _, least_norm = _face(instance, "flat", (U * s) @ V.mT)
     candidate = polish_and_certify(
-        bmap,
-        instance.observations,
-        U,
-        s,
-        V,
-        least_norm,
-        tolerance=1e-9,
-        exact=False,
-        generator=torch.Generator().manual_seed(0),
+        bmap, instance.observations, U, s, V, least_norm, exact=False, **_certify_options()
     )
     assert candidate.certificate.satisfied, candidate.certificate
     assert candidate.source.endswith("+dual-search") and candidate.certificate.dual_norm_exact
