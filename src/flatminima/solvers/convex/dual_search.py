@@ -120,21 +120,19 @@ def search_dual(
         left, sigma, right_h = torch.linalg.svd(W, full_matrices=False)
         excess = (sigma - tau).clamp_min(0.0)
         active = int((excess > 0).sum())
-        if active == 0:
-            return 0.0, torch.zeros_like(nu)
         value = 0.5 * float(excess[:active].square().sum())
         progress.record(value)
+        if active == 0:
+            return value, torch.zeros_like(nu)
         gamma_left = left[:, :active] * excess[:active]
         gradient = project(bmap.apply_factored(gamma_left, right_h[:active].mT))
         return value, gradient
 
     progress = _Progress(deadline)
-    start = torch.zeros_like(lam)
-    value, _ = fun(start)
-    if value == 0.0:
-        return lam
     outcome = minimize_lbfgs(
-        fun, start, gradient_tolerance=0.0, max_iterations=max_iterations, deadline=progress
+        fun, torch.zeros_like(lam), gradient_tolerance=0.0, max_iterations=max_iterations, deadline=progress
     )
+    if outcome.iterations == 0 and outcome.value == 0.0:
+        return lam  # it already certifies with the margin
     candidate = lam + project(outcome.x)
     return candidate if bool(torch.isfinite(candidate).all()) else None
