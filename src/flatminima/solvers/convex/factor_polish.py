@@ -157,8 +157,10 @@ def _dual_searched(
     lam = search_dual(bmap, system, candidate.multiplier, deadline=deadline)
     if lam is None:
         return None
-    certify = _certifier(bmap, b, tolerance=tolerance, exact=True, generator=generator)
-    return certify(candidate.U, candidate.s, candidate.V, lam, source=f"{candidate.source}+dual-search")
+    U, s, V, source = candidate.U, candidate.s, candidate.V, f"{candidate.source}+dual-search"
+    return certify_structured(
+        bmap, b, U, s, V, lam, tolerance=tolerance, exact=True, generator=generator, source=source
+    )
 
 
 def polish_and_certify(
